@@ -1,0 +1,1 @@
+//! The pure capacity-packing core. See `src/core/README.md` for the problem in plain math.
