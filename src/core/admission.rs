@@ -1,0 +1,513 @@
+//! The admission cycle: which waiting gangs get capacity, in fair order, all or nothing.
+//!
+//! Order: admitted gangs that lost a slot (node removed) are repaired first. Then, repeatedly, the queue with the
+//! lowest share (dominant `allocated / deserved`) offers its next gang (priority, then age, then name). A gang is
+//! admitted when its queue is Open, the admission stays within the queue's capability, leaves every other queue's
+//! unused guarantee untouched, keeps a non-reclaimable queue within its deserved share, and every missing minimum
+//! member packs onto a concrete node. Admission reserves a slot per missing member.
+//!
+//! Head-of-line rule. The first gang of a queue that fails (its *head*) is treated by where its queue stands:
+//! - A head that could not fit even if every muster-managed pod in the cluster were gone *never fits*: it is
+//!   reported and skipped and blocks nobody.
+//! - A head whose admission keeps its queue within its deserved share may take back borrowed capacity: a minimal
+//!   reclaim plan evicts from reclaimable queues above their share, and the freed capacity is held for the head.
+//! - Otherwise, once the head has waited `drain_after`, it *drains*: the capacity it would use if the
+//!   muster-managed pods on those nodes finished is held for it as it frees, and nothing behind it in its queue
+//!   is admitted. Gangs of other queues still run, but not on held capacity.
+//! - Before `drain_after`, and for heads of queues over their share (borrowers), smaller gangs behind the head
+//!   backfill freely.
+//!
+//! So a large head is never starved by a stream of small gangs (after `drain_after` it holds capacity as it
+//! frees), and small gangs are never blocked forever by a head that cannot fit (it is set aside as NeverFits).
+
+use std::collections::HashMap;
+
+use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, Policy, QueueId, WaitReason};
+use super::fairshare::{ShareInput, deserved_shares};
+use super::pack::{Demand, PackFailure, Placed};
+use super::resources::Resources;
+
+/// Why an attempt failed, and whether anything was re-evaluated.
+enum Failure {
+    /// Evaluated now.
+    Fresh(WaitReason),
+    /// Skipped: capacity has not grown since the last failed attempt.
+    Unchanged(WaitReason),
+}
+
+/// A pod to evict so that a gang below its queue's deserved share can start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub pod: PodId,
+    /// The gang the pod belongs to.
+    pub victim: GangId,
+    /// The gang the capacity is reclaimed for.
+    pub beneficiary: GangId,
+    /// True when the whole victim gang goes (its elastic members alone were not enough).
+    pub whole_gang: bool,
+}
+
+/// What one cycle decided.
+#[derive(Debug, Clone, Default)]
+pub struct CycleOutcome {
+    pub admitted: Vec<GangId>,
+    pub evictions: Vec<Eviction>,
+    /// Gangs whose reservations timed out this cycle.
+    pub expired: Vec<GangId>,
+    /// Every gang still waiting, with the reason it waits.
+    pub waiting: Vec<(GangId, WaitReason)>,
+    /// Problems in the input the cycle worked around (e.g. a queue naming an unknown parent).
+    pub warnings: Vec<String>,
+}
+
+impl Cluster {
+    /// Runs one admission cycle at time `now`.
+    pub fn run_cycle(&mut self, now: Millis, policy: &Policy) -> CycleOutcome {
+        let mut out = CycleOutcome { expired: self.expire(now, policy), ..CycleOutcome::default() };
+        self.refresh_index();
+        self.clear_holds();
+        self.compute_deserved(&mut out.warnings);
+
+        // Capacity held for waiting heads stays held across cycles, before anyone else is considered.
+        let holders: Vec<GangId> = self.gangs().filter(|(_, g)| !g.hold.is_empty()).map(|(id, _)| id).collect();
+        for &g in &holders {
+            let hold = self.gang(g).expect("live gang").hold.clone();
+            self.hold(&hold);
+        }
+
+        // Repairs first: admitted gangs that lost slots already have members bound.
+        let repairs: Vec<GangId> = self
+            .gangs()
+            .filter(|(_, g)| g.phase == GangPhase::Admitted && g.missing_total() > 0)
+            .map(|(id, _)| id)
+            .collect();
+        for g in repairs {
+            if self.try_pack_and_reserve(g, now, policy).is_ok() {
+                out.admitted.push(g);
+            }
+        }
+
+        let mut lines = self.queue_lines();
+        let mut unused_guarantees = self.unused_guarantees();
+        let mut cluster_used =
+            self.nodes().fold(Resources::ZERO, |acc, (_, n)| acc.saturating_add(&n.used).saturating_add(&n.reserved));
+        let mut head_failed: HashMap<QueueId, GangId> = HashMap::new();
+        let mut stopped: HashMap<QueueId, GangId> = HashMap::new();
+
+        while let Some(q) = self.next_queue(&lines, &stopped) {
+            let g = lines.get_mut(&q).expect("queue has a line").remove(0);
+            let queue = self.queue(q).expect("live queue");
+            let gang = self.gang(g).expect("live gang");
+            let demand = gang.missing_request();
+            let verdict = if !queue.spec.open {
+                Err(Failure::Fresh(WaitReason::QueueClosed))
+            } else if gang.pods.iter().any(|p| self.pod(*p).is_some_and(|p| p.terminating && p.node.is_some())) {
+                Err(Failure::Fresh(WaitReason::Insufficient {
+                    detail: "evicted members are still terminating".to_string(),
+                }))
+            } else if !queue.allocated.saturating_add(&demand).fits_in(&queue.spec.capability) {
+                Err(Failure::Fresh(WaitReason::QueueCapability {
+                    detail: format!(
+                        "allocated {} + gang {} > capability {}",
+                        self.resources.describe(&queue.allocated),
+                        self.resources.describe(&demand),
+                        self.resources.describe(&queue.spec.capability)
+                    ),
+                }))
+            } else if !queue.spec.reclaimable && !queue.allocated.saturating_add(&demand).fits_in(&queue.deserved) {
+                Err(Failure::Fresh(WaitReason::OverDeserved {
+                    detail: format!(
+                        "allocated {} + gang {} > deserved {}",
+                        self.resources.describe(&queue.allocated),
+                        self.resources.describe(&demand),
+                        self.resources.describe(&queue.deserved)
+                    ),
+                }))
+            } else if let Some(detail) = self.takes_guarantee(q, &demand, &cluster_used, &unused_guarantees) {
+                Err(Failure::Fresh(WaitReason::GuaranteeOfOtherQueues { detail }))
+            } else {
+                self.try_pack_and_reserve(g, now, policy)
+            };
+            match verdict {
+                Ok(()) => {
+                    cluster_used = cluster_used.saturating_add(&demand);
+                    unused_guarantees = self.unused_guarantees();
+                    out.admitted.push(g);
+                }
+                Err(Failure::Unchanged(reason)) => {
+                    // Nothing changed since this gang last failed: same reason, same hold.
+                    let is_head = !head_failed.contains_key(&q);
+                    head_failed.entry(q).or_insert(g);
+                    if is_head && matches!(reason, WaitReason::Draining { .. }) {
+                        stopped.insert(q, g);
+                    }
+                    if !is_head {
+                        self.drop_hold(g);
+                    }
+                    out.waiting.push((g, reason));
+                }
+                Err(Failure::Fresh(reason)) => {
+                    let waiting_since = *self.gang_mut(g).waiting_since.get_or_insert(now);
+                    let is_head = !head_failed.contains_key(&q);
+                    head_failed.entry(q).or_insert(g);
+                    self.drop_hold(g);
+                    let reason = if is_head && matches!(reason, WaitReason::Insufficient { .. }) {
+                        self.head_of_line(g, q, &demand, waiting_since, now, policy, &mut out, &mut stopped)
+                            .unwrap_or(reason)
+                    } else {
+                        reason
+                    };
+                    self.gang_mut(g).reason = Some(reason.clone());
+                    out.waiting.push((g, reason));
+                }
+            }
+        }
+        // Gangs left in the lines of stopped queues wait behind their draining head.
+        for (q, line) in lines {
+            let Some(&head) = stopped.get(&q) else { continue };
+            let head_name = self.gang(head).expect("live gang").spec.name.clone();
+            for g in line {
+                let reason = WaitReason::BehindHead { head: head_name.clone() };
+                self.gang_mut(g).reason = Some(reason.clone());
+                out.waiting.push((g, reason));
+            }
+        }
+        self.dirty = false;
+        #[cfg(debug_assertions)]
+        if let Err(violation) = self.check_invariants() {
+            panic!("admission cycle broke an invariant: {violation}");
+        }
+        out
+    }
+
+    /// Per queue, its waiting gangs in admission order: priority (high first), age, name.
+    fn queue_lines(&self) -> HashMap<QueueId, Vec<GangId>> {
+        let mut lines: HashMap<QueueId, Vec<GangId>> = HashMap::new();
+        for (id, g) in self.gangs() {
+            if g.phase == GangPhase::Pending && g.missing_total() > 0 {
+                lines.entry(g.spec.queue).or_default().push(id);
+            }
+        }
+        for line in lines.values_mut() {
+            line.sort_by(|a, b| {
+                let (a, b) = (&self.gang(*a).expect("live").spec, &self.gang(*b).expect("live").spec);
+                b.priority.cmp(&a.priority).then(a.created.cmp(&b.created)).then(a.name.cmp(&b.name))
+            });
+        }
+        lines
+    }
+
+    /// The queue with the lowest share among those with gangs left to offer; ties by name.
+    fn next_queue(&self, lines: &HashMap<QueueId, Vec<GangId>>, stopped: &HashMap<QueueId, GangId>) -> Option<QueueId> {
+        lines
+            .iter()
+            .filter(|(q, line)| !line.is_empty() && !stopped.contains_key(q))
+            .map(|(q, _)| {
+                let queue = self.queue(*q).expect("live queue");
+                (*q, queue.allocated.dominant_share(&queue.deserved), &queue.spec.name)
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(b.2)))
+            .map(|(q, _, _)| q)
+    }
+
+    /// Per queue: guarantee not yet used, which no other queue may take.
+    fn unused_guarantees(&self) -> HashMap<QueueId, Resources> {
+        self.queues().map(|(id, q)| (id, q.spec.guarantee.saturating_sub(&q.allocated))).collect()
+    }
+
+    /// Why admitting `demand` for queue `q` would eat into another queue's unused guarantee, if it would.
+    fn takes_guarantee(
+        &self,
+        q: QueueId,
+        demand: &Resources,
+        cluster_used: &Resources,
+        unused: &HashMap<QueueId, Resources>,
+    ) -> Option<String> {
+        let others =
+            unused.iter().filter(|(id, _)| **id != q).fold(Resources::ZERO, |acc, (_, r)| acc.saturating_add(r));
+        if others.is_zero() {
+            return None;
+        }
+        let after = cluster_used.saturating_add(demand).saturating_add(&others);
+        // Only the resources the gang asks for matter.
+        let short = demand.nonzero_slots().any(|s| after.get(s) > self.total().get(s));
+        short.then(|| format!("{} is guaranteed to other queues and not in use", self.resources.describe(&others)))
+    }
+
+    /// What packing a gang's missing members asks for, per template.
+    pub(crate) fn demands(&self, g: GangId) -> Vec<Demand> {
+        let gang = self.gang(g).expect("live gang");
+        gang.missing()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| Demand {
+                template: t as u16,
+                class: gang.classes[t],
+                request: gang.spec.templates[t].request,
+                count: *n,
+            })
+            .collect()
+    }
+
+    /// Packs the gang's missing members (using capacity held for it, if any) and reserves them.
+    fn try_pack_and_reserve(&mut self, g: GangId, now: Millis, policy: &Policy) -> Result<(), Failure> {
+        let epoch = self.capacity_epoch;
+        let gang = self.gang(g).expect("live gang");
+        if let (Some(tried), Some(reason)) = (gang.tried_epoch, &gang.reason)
+            && tried == epoch
+        {
+            // Nothing freed since the last failed attempt: it would fail the same way.
+            return Err(Failure::Unchanged(reason.clone()));
+        }
+        let own_hold = std::mem::take(&mut self.gang_mut(g).hold);
+        self.unhold(&own_hold);
+        let demands = self.demands(g);
+        match self.pack(&demands, policy.exact_search_budget) {
+            Ok(placed) => {
+                for p in placed {
+                    for _ in 0..p.count {
+                        self.reserve_slot(g, p.template, p.node, now);
+                    }
+                }
+                let gang = self.gang_mut(g);
+                gang.admitted_at.get_or_insert(now);
+                gang.waiting_since = None;
+                gang.reason = None;
+                gang.tried_epoch = None;
+                self.refresh_phase(g);
+                Ok(())
+            }
+            Err(failure) => {
+                self.hold(&own_hold);
+                let gang = self.gang_mut(g);
+                gang.hold = own_hold;
+                gang.tried_epoch = Some(epoch);
+                Err(Failure::Fresh(WaitReason::Insufficient { detail: self.describe_failure(g, &failure) }))
+            }
+        }
+    }
+
+    /// Gives up the capacity held for a gang (it is no longer a head that may hold).
+    fn drop_hold(&mut self, g: GangId) {
+        let hold = std::mem::take(&mut self.gang_mut(g).hold);
+        if !hold.is_empty() {
+            self.unhold(&hold);
+            self.capacity_grew();
+        }
+    }
+
+    pub(crate) fn describe_failure(&self, g: GangId, f: &PackFailure) -> String {
+        let gang = self.gang(g).expect("live gang");
+        let t = &gang.spec.templates[f.template as usize];
+        let each = self.resources.describe(&t.request);
+        if f.eligible_nodes == 0 {
+            return format!("no node matches the constraints of {:?} (node selector, affinity, tolerations)", t.name);
+        }
+        if f.aggregate_short {
+            format!(
+                "{} x {:?} ({each} each) exceed the free capacity of all {} nodes that match its constraints",
+                f.needed, t.name, f.eligible_nodes
+            )
+        } else {
+            format!(
+                "only {} of {} x {:?} ({each} each) fit on the {} nodes that match its constraints (fragmentation)",
+                f.placed, f.needed, t.name, f.eligible_nodes
+            )
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn head_of_line(
+        &mut self,
+        g: GangId,
+        q: QueueId,
+        demand: &Resources,
+        waiting_since: Millis,
+        now: Millis,
+        policy: &Policy,
+        out: &mut CycleOutcome,
+        stopped: &mut HashMap<QueueId, GangId>,
+    ) -> Option<WaitReason> {
+        // Could it ever fit? Pack against capacity minus foreign usage only.
+        let demands = self.demands(g);
+        let static_plan = self.with_bonus(
+            |c, n| c.node(n).map(|n| n.managed.saturating_add(&n.reserved).saturating_add(&n.held)),
+            |c| c.pack(&demands, policy.exact_search_budget),
+        );
+        if let Err(f) = static_plan {
+            return Some(WaitReason::NeverFits { detail: self.describe_failure(g, &f) });
+        }
+        let queue = self.queue(q).expect("live queue");
+        let within_deserved = queue.allocated.saturating_add(demand).fits_in(&queue.deserved);
+        if !within_deserved {
+            return None; // a borrower's head backfills; it neither reclaims nor drains
+        }
+        if let Some((victims, placement)) = self.plan_reclaim(g, now, policy) {
+            let new = victims.len();
+            for e in victims {
+                let _ = self.set_terminating(e.pod);
+                out.evictions.push(e);
+            }
+            let hold = self.placement_amounts(g, &placement);
+            self.hold(&hold);
+            self.gang_mut(g).hold = hold;
+            let detail = if new == 0 {
+                "waiting for evicted pods to terminate".to_string()
+            } else {
+                format!("evicting {new} pods from queues above their deserved share")
+            };
+            return Some(WaitReason::Reclaiming { detail });
+        }
+        if now.saturating_sub(waiting_since) < policy.drain_after {
+            return None;
+        }
+        // Drain: hold what the head would use once muster-managed pods on its nodes finish.
+        let drain =
+            self.with_bonus(|c, n| c.node(n).map(|n| n.managed), |c| c.pack(&demands, policy.exact_search_budget));
+        let Ok(placement) = drain else {
+            return None; // earlier holds cover what it needs; it waits like anyone else
+        };
+        let hold = self.placement_amounts(g, &placement);
+        let nodes = hold.len();
+        self.hold(&hold);
+        self.gang_mut(g).hold = hold;
+        stopped.insert(q, g);
+        Some(WaitReason::Draining { detail: format!("holding capacity on {nodes} nodes as it frees") })
+    }
+
+    /// Per-node amounts of a placement.
+    fn placement_amounts(&self, g: GangId, placement: &[Placed]) -> Vec<(NodeId, Resources)> {
+        let gang = self.gang(g).expect("live gang");
+        let mut amounts: Vec<(NodeId, Resources)> = Vec::new();
+        for p in placement {
+            let r = gang.spec.templates[p.template as usize].request.times(u64::from(p.count));
+            match amounts.iter_mut().find(|(n, _)| *n == p.node) {
+                Some((_, total)) => *total = total.saturating_add(&r),
+                None => amounts.push((p.node, r)),
+            }
+        }
+        amounts
+    }
+
+    pub(crate) fn hold(&mut self, amounts: &[(NodeId, Resources)]) {
+        for (node, r) in amounts {
+            if let Some(n) = self.nodes.get_mut(node.0) {
+                n.held = n.held.saturating_add(r);
+                self.touch_node(*node);
+            }
+        }
+    }
+
+    fn unhold(&mut self, amounts: &[(NodeId, Resources)]) {
+        for (node, r) in amounts {
+            if let Some(n) = self.nodes.get_mut(node.0) {
+                n.held = n.held.saturating_sub(r);
+                self.touch_node(*node);
+            }
+        }
+    }
+
+    fn clear_holds(&mut self) {
+        let held: Vec<NodeId> = self.nodes().filter(|(_, n)| !n.held.is_zero()).map(|(id, _)| id).collect();
+        for id in held {
+            self.nodes.get_mut(id.0).expect("live").held = Resources::ZERO;
+            self.touch_node(id);
+        }
+    }
+
+    /// Runs `f` with every node's available capacity raised by `bonus(node)`, then restores it.
+    pub(crate) fn with_bonus<T>(
+        &mut self,
+        bonus: impl Fn(&Cluster, NodeId) -> Option<Resources>,
+        f: impl FnOnce(&mut Cluster) -> T,
+    ) -> T {
+        let ids: Vec<NodeId> = self.nodes().map(|(id, _)| id).collect();
+        let mut touched = Vec::new();
+        for id in ids {
+            if let Some(b) = bonus(self, id)
+                && !b.is_zero()
+            {
+                self.nodes.get_mut(id.0).expect("live").bonus = b;
+                self.touch_node(id);
+                touched.push(id);
+            }
+        }
+        let result = f(self);
+        for id in touched {
+            self.nodes.get_mut(id.0).expect("live").bonus = Resources::ZERO;
+            self.touch_node(id);
+        }
+        result
+    }
+
+    /// Deserved shares for every queue from current allocation and pending demand.
+    fn compute_deserved(&mut self, warnings: &mut Vec<String>) {
+        let ids: Vec<QueueId> = self.queues().map(|(id, _)| id).collect();
+        let position: HashMap<QueueId, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut pending: HashMap<QueueId, Resources> = HashMap::new();
+        for (_, g) in self.gangs() {
+            let mut want = if g.phase == GangPhase::Pending { g.missing_request() } else { Resources::ZERO };
+            // Elastic members asking for room (pending, not directed to a slot) are demand too.
+            let mut free_slots: Vec<u32> = vec![0; g.spec.templates.len()];
+            for s in &g.slots {
+                free_slots[s.template as usize] += u32::from(s.claim.is_none());
+            }
+            for p in &g.pods {
+                let Some(pod) = self.pod(*p) else { continue };
+                if pod.node.is_some() || pod.claim.is_some() {
+                    continue;
+                }
+                let t = pod.spec.member.expect("gang pods are members").1 as usize;
+                if free_slots[t] > 0 {
+                    free_slots[t] -= 1;
+                } else if g.phase != GangPhase::Pending {
+                    want = want.saturating_add(&pod.spec.request);
+                }
+            }
+            let e = pending.entry(g.spec.queue).or_default();
+            *e = e.saturating_add(&want);
+        }
+        let inputs: Vec<ShareInput> = ids
+            .iter()
+            .map(|id| {
+                let q = self.queue(*id).expect("live queue");
+                let parent = q.spec.parent.as_ref().and_then(|name| {
+                    let p = self.queue_id(name).and_then(|p| position.get(&p).copied());
+                    if p.is_none() {
+                        warnings
+                            .push(format!("queue {:?} names unknown parent {name:?}; treated as a root", q.spec.name));
+                    }
+                    p
+                });
+                ShareInput {
+                    weight: q.spec.weight,
+                    capability: q.spec.capability,
+                    guarantee: q.spec.guarantee,
+                    request: q.allocated.saturating_add(&pending.get(id).copied().unwrap_or_default()),
+                    parent,
+                }
+            })
+            .collect();
+        let shares = match deserved_shares(&self.total(), &inputs) {
+            Ok(s) => s,
+            Err(e) => {
+                warnings.push(format!("{e}; every queue treated as a root"));
+                let flat: Vec<ShareInput> = inputs
+                    .iter()
+                    .cloned()
+                    .map(|mut i| {
+                        i.parent = None;
+                        i
+                    })
+                    .collect();
+                deserved_shares(&self.total(), &flat).expect("a flat hierarchy has no cycle")
+            }
+        };
+        for ((id, share), input) in ids.iter().zip(shares).zip(&inputs) {
+            let q = self.queues.get_mut(id.0).expect("live queue");
+            q.deserved = share;
+            q.request = input.request;
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Reclaim planning: a minimal set of victims that lets a gang of an under-served queue fit.
+//!
+//! Candidates come only from *other*, reclaimable queues whose allocation exceeds their deserved share, and a
+//! candidate is taken only if its queue stays at or above its deserved share in every resource the candidate
+//! frees. Order: elastic members first, then whole gangs (a gang is never left below its minimum), each by
+//! lowest priority then youngest; pods younger than `min_runtime` are protected.
+//!
+//! 1. Capacity already being freed (pods terminating) counts first; if that suffices, nobody new is evicted —
+//!    this is what keeps repeated cycles from evicting again while earlier evictions are in flight.
+//! 2. Greedy: add candidates in order (only those on nodes the gang could use) until the gang packs.
+//! 3. Prune, newest first: drop every victim the gang still fits without. The result is inclusion-minimal.
+//!
+//! Convergence: the beneficiary's queue ends at or below its deserved share and every victim queue at or above
+//! its own, so the victim queue can never reclaim back (it is not below its share, and the beneficiary is not
+//! above it): no ping-pong between two queues while shares hold still.
+
+use std::collections::HashMap;
+
+use super::admission::Eviction;
+use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole, Policy, QueueId};
+use super::pack::Placed;
+use super::resources::Resources;
+
+struct Unit {
+    victim: GangId,
+    queue: QueueId,
+    pods: Vec<PodId>,
+    /// Capacity freed per node (pods, plus slots for a whole gang).
+    frees: Vec<(NodeId, Resources)>,
+    total: Resources,
+    whole_gang: bool,
+}
+
+impl Cluster {
+    pub(crate) fn plan_reclaim(
+        &mut self,
+        head: GangId,
+        now: Millis,
+        policy: &Policy,
+    ) -> Option<(Vec<Eviction>, Vec<Placed>)> {
+        let demands = self.demands(head);
+        let head_queue = self.gang(head)?.spec.queue;
+        let head_classes = self.gang(head)?.classes.clone();
+
+        // 1. Pods already on their way out.
+        let terminating: Vec<(NodeId, Resources)> =
+            self.nodes().filter(|(_, n)| !n.terminating.is_zero()).map(|(id, n)| (id, n.terminating)).collect();
+        self.add_bonus(&terminating, true);
+        if let Ok(placement) = self.pack(&demands, policy.exact_search_budget) {
+            self.add_bonus(&terminating, false);
+            return Some((Vec::new(), placement));
+        }
+
+        // 2. Greedy over candidates in victim order.
+        let units = self.reclaim_candidates(head_queue, now, policy);
+        let useful = |c: &Cluster, u: &Unit| {
+            u.frees.iter().any(|(n, _)| head_classes.iter().any(|k| c.index().contains(*k, n.0)))
+        };
+        let mut taken: HashMap<QueueId, Resources> = HashMap::new();
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut fits = None;
+        for (i, u) in units.iter().enumerate() {
+            if !useful(self, u) {
+                continue;
+            }
+            let q = self.queue(u.queue).expect("live queue");
+            let after =
+                q.allocated.saturating_sub(&taken.get(&u.queue).copied().unwrap_or_default()).saturating_sub(&u.total);
+            let stays_at_share = u.total.nonzero_slots().all(|s| after.get(s) >= q.deserved.get(s));
+            if !stays_at_share {
+                continue;
+            }
+            if u.whole_gang {
+                // The whole gang includes any of its elastic members chosen earlier: count them once.
+                let superseded: Vec<usize> =
+                    chosen.iter().copied().filter(|&j| units[j].victim == u.victim && !units[j].whole_gang).collect();
+                for j in superseded {
+                    self.add_bonus(&units[j].frees, false);
+                    let t = taken.entry(units[j].queue).or_default();
+                    *t = t.saturating_sub(&units[j].total);
+                    chosen.retain(|&c| c != j);
+                }
+            }
+            let t = taken.entry(u.queue).or_default();
+            *t = t.saturating_add(&u.total);
+            chosen.push(i);
+            self.add_bonus(&u.frees, true);
+            if let Ok(placement) = self.pack(&demands, policy.exact_search_budget) {
+                fits = Some(placement);
+                break;
+            }
+        }
+        let Some(mut placement) = fits else {
+            for &i in &chosen {
+                self.add_bonus(&units[i].frees, false);
+            }
+            self.add_bonus(&terminating, false);
+            return None;
+        };
+
+        // 3. Prune to an inclusion-minimal set.
+        let mut k = chosen.len();
+        while k > 0 {
+            k -= 1;
+            let i = chosen[k];
+            self.add_bonus(&units[i].frees, false);
+            match self.pack(&demands, policy.exact_search_budget) {
+                Ok(p) => {
+                    placement = p;
+                    chosen.remove(k);
+                }
+                Err(_) => self.add_bonus(&units[i].frees, true),
+            }
+        }
+        for &i in &chosen {
+            self.add_bonus(&units[i].frees, false);
+        }
+        self.add_bonus(&terminating, false);
+
+        let mut evictions = Vec::new();
+        for &i in &chosen {
+            let u = &units[i];
+            if u.whole_gang {
+                let _ = self.evict_gang(u.victim);
+            }
+            for &pod in &u.pods {
+                evictions.push(Eviction { pod, victim: u.victim, beneficiary: head, whole_gang: u.whole_gang });
+            }
+        }
+        Some((evictions, placement))
+    }
+
+    /// Candidate victims in the order they are considered.
+    fn reclaim_candidates(&self, beneficiary_queue: QueueId, now: Millis, policy: &Policy) -> Vec<Unit> {
+        let old_enough = |since: Option<Millis>| since.is_some_and(|t| now.saturating_sub(t) >= policy.min_runtime);
+        let mut elastic: Vec<(i32, std::cmp::Reverse<Millis>, PodId, Unit)> = Vec::new();
+        let mut whole: Vec<(i32, std::cmp::Reverse<Millis>, GangId, Unit)> = Vec::new();
+        for (qid, q) in self.queues() {
+            let over_share = q.allocated.0.iter().zip(q.deserved.0.iter()).any(|(a, d)| a > d);
+            if qid == beneficiary_queue || !q.spec.reclaimable || !over_share {
+                continue;
+            }
+            for &gid in &q.gangs {
+                let g = self.gang(gid).expect("live gang");
+                if !matches!(g.phase, GangPhase::Admitted | GangPhase::Running) {
+                    continue;
+                }
+                let mut gang_pods = Vec::new();
+                let mut frees: Vec<(NodeId, Resources)> = Vec::new();
+                let mut gang_old_enough = old_enough(g.admitted_at);
+                for &pid in &g.pods {
+                    let Some(pod) = self.pod(pid) else { continue };
+                    let Some(node) = pod.node else { continue };
+                    if pod.terminating {
+                        continue;
+                    }
+                    gang_old_enough &= old_enough(pod.bound_at);
+                    gang_pods.push(pid);
+                    frees.push((node, pod.spec.request));
+                    if pod.role == PodRole::Elastic && old_enough(pod.bound_at) {
+                        elastic.push((
+                            g.spec.priority,
+                            std::cmp::Reverse(pod.bound_at.unwrap_or(0)),
+                            pid,
+                            Unit {
+                                victim: gid,
+                                queue: qid,
+                                pods: vec![pid],
+                                frees: vec![(node, pod.spec.request)],
+                                total: pod.spec.request,
+                                whole_gang: false,
+                            },
+                        ));
+                    }
+                }
+                for s in &g.slots {
+                    frees.push((s.node, g.spec.templates[s.template as usize].request));
+                }
+                if gang_old_enough {
+                    let total = frees.iter().fold(Resources::ZERO, |acc, (_, r)| acc.saturating_add(r));
+                    whole.push((
+                        g.spec.priority,
+                        std::cmp::Reverse(g.admitted_at.unwrap_or(0)),
+                        gid,
+                        Unit { victim: gid, queue: qid, pods: gang_pods, frees, total, whole_gang: true },
+                    ));
+                }
+            }
+        }
+        elastic.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        whole.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        // A whole gang chosen after some of its elastic members frees only what those did not.
+        elastic.into_iter().map(|e| e.3).chain(whole.into_iter().map(|w| w.3)).collect()
+    }
+
+    /// Adds (or with `add == false` removes) what-if capacity on nodes.
+    fn add_bonus(&mut self, amounts: &[(NodeId, Resources)], add: bool) {
+        for (node, r) in amounts {
+            if let Some(n) = self.nodes.get_mut(node.0) {
+                n.bonus = if add { n.bonus.saturating_add(r) } else { n.bonus.saturating_sub(r) };
+                self.touch_node(*node);
+            }
+        }
+    }
+}
