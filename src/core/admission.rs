@@ -22,10 +22,15 @@
 
 use std::collections::HashMap;
 
-use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, Policy, QueueId, WaitReason};
+use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole, Policy, QueueId, WaitReason};
 use super::fairshare::{ShareInput, deserved_shares};
 use super::pack::{Demand, PackFailure, Placed};
 use super::resources::Resources;
+
+/// Whether `new` holds less than `old` somewhere (capacity was given back).
+fn released_any(old: &[(NodeId, Resources)], new: &[(NodeId, Resources)]) -> bool {
+    old.iter().any(|(n, r)| new.iter().find(|(m, _)| m == n).is_none_or(|(_, s)| !r.fits_in(s)))
+}
 
 /// Why an attempt failed, and whether anything was re-evaluated.
 enum Failure {
@@ -134,27 +139,34 @@ impl Cluster {
                     unused_guarantees = self.unused_guarantees();
                     out.admitted.push(g);
                 }
-                Err(Failure::Unchanged(reason)) => {
-                    // Nothing changed since this gang last failed: same reason, same hold.
-                    let is_head = !head_failed.contains_key(&q);
-                    head_failed.entry(q).or_insert(g);
-                    if is_head && matches!(reason, WaitReason::Draining { .. }) {
-                        stopped.insert(q, g);
-                    }
-                    if !is_head {
-                        self.drop_hold(g);
-                    }
-                    out.waiting.push((g, reason));
-                }
-                Err(Failure::Fresh(reason)) => {
+                Err(failure) => {
+                    let (reason, fresh) = match failure {
+                        Failure::Fresh(r) => (r, true),
+                        Failure::Unchanged(r) => (r, false),
+                    };
                     let waiting_since = *self.gang_mut(g).waiting_since.get_or_insert(now);
                     let is_head = !head_failed.contains_key(&q);
                     head_failed.entry(q).or_insert(g);
-                    self.drop_hold(g);
-                    let reason = if is_head && matches!(reason, WaitReason::Insufficient { .. }) {
-                        self.head_of_line(g, q, &demand, waiting_since, now, policy, &mut out, &mut stopped)
-                            .unwrap_or(reason)
+                    let short_of_capacity = matches!(reason, WaitReason::Insufficient { .. });
+                    let drain_due = now.saturating_sub(waiting_since) >= policy.drain_after;
+                    let reason = if !is_head || !(short_of_capacity || !fresh) {
+                        // Only a head short of capacity may hold capacity.
+                        self.drop_hold(g, true);
+                        reason
+                    } else if !fresh && !(short_of_capacity && drain_due) {
+                        // Nothing changed since it last failed: same reason, same hold.
+                        if matches!(reason, WaitReason::Draining { .. }) {
+                            stopped.insert(q, g);
+                        }
+                        reason
                     } else {
+                        let old = self.drop_hold(g, false);
+                        let reason = self
+                            .head_of_line(g, q, &demand, waiting_since, now, policy, &mut out, &mut stopped)
+                            .unwrap_or(reason);
+                        if released_any(&old, &self.gang(g).expect("live").hold) {
+                            self.capacity_grew();
+                        }
                         reason
                     };
                     self.gang_mut(g).reason = Some(reason.clone());
@@ -174,8 +186,14 @@ impl Cluster {
         }
         self.dirty = false;
         #[cfg(debug_assertions)]
-        if let Err(violation) = self.check_invariants() {
-            panic!("admission cycle broke an invariant: {violation}");
+        {
+            if let Err(violation) = self.check_accounting() {
+                panic!("admission cycle broke the accounting: {violation}");
+            }
+            for g in &out.admitted {
+                let gang = self.gang(*g).expect("admitted gang is live");
+                assert_eq!(gang.missing_total(), 0, "admitted gang {} is missing members", gang.spec.name);
+            }
         }
         out
     }
@@ -288,13 +306,16 @@ impl Cluster {
         }
     }
 
-    /// Gives up the capacity held for a gang (it is no longer a head that may hold).
-    fn drop_hold(&mut self, g: GangId) {
+    /// Gives up the capacity held for a gang; with `wake`, gangs that failed for lack of it may retry.
+    fn drop_hold(&mut self, g: GangId, wake: bool) -> Vec<(NodeId, Resources)> {
         let hold = std::mem::take(&mut self.gang_mut(g).hold);
         if !hold.is_empty() {
             self.unhold(&hold);
-            self.capacity_grew();
+            if wake {
+                self.capacity_grew();
+            }
         }
+        hold
     }
 
     pub(crate) fn describe_failure(&self, g: GangId, f: &PackFailure) -> String {
@@ -339,11 +360,9 @@ impl Cluster {
             return Some(WaitReason::NeverFits { detail: self.describe_failure(g, &f) });
         }
         let queue = self.queue(q).expect("live queue");
-        let within_deserved = queue.allocated.saturating_add(demand).fits_in(&queue.deserved);
-        if !within_deserved {
-            return None; // a borrower's head backfills; it neither reclaims nor drains
-        }
-        if let Some((victims, placement)) = self.plan_reclaim(g, now, policy) {
+        if queue.allocated.saturating_add(demand).fits_in(&queue.deserved)
+            && let Some((victims, placement)) = self.plan_reclaim(g, now, policy)
+        {
             let new = victims.len();
             for e in victims {
                 let _ = self.set_terminating(e.pod);
@@ -359,12 +378,19 @@ impl Cluster {
             };
             return Some(WaitReason::Reclaiming { detail });
         }
-        if now.saturating_sub(waiting_since) < policy.drain_after {
-            return None;
+        let queue = self.queue(q).expect("live queue");
+        let borrowing = !queue.allocated.fits_in(&queue.deserved);
+        if borrowing || !demand.fits_in(&queue.deserved) || now.saturating_sub(waiting_since) < policy.drain_after {
+            return None; // backfill behind it for now
         }
-        // Drain: hold what the head would use once muster-managed pods on its nodes finish.
-        let drain =
-            self.with_bonus(|c, n| c.node(n).map(|n| n.managed), |c| c.pack(&demands, policy.exact_search_budget));
+        // Drain: hold what the head would use once its own queue's running work on those nodes finishes (so it
+        // does not take other queues' share), or failing that, once any muster-managed work there finishes.
+        let own = self.managed_usage_of_queue(q);
+        let drain = self
+            .with_bonus(|_, n| own.get(&n).copied(), |c| c.pack(&demands, policy.exact_search_budget))
+            .or_else(|_| {
+                self.with_bonus(|c, n| c.node(n).map(|n| n.managed), |c| c.pack(&demands, policy.exact_search_budget))
+            });
         let Ok(placement) = drain else {
             return None; // earlier holds cover what it needs; it waits like anyone else
         };
@@ -374,6 +400,22 @@ impl Cluster {
         self.gang_mut(g).hold = hold;
         stopped.insert(q, g);
         Some(WaitReason::Draining { detail: format!("holding capacity on {nodes} nodes as it frees") })
+    }
+
+    /// Per node, the requests of this queue's bound members (not terminating).
+    fn managed_usage_of_queue(&self, q: QueueId) -> HashMap<NodeId, Resources> {
+        let mut usage: HashMap<NodeId, Resources> = HashMap::new();
+        for g in &self.queue(q).expect("live queue").gangs {
+            for p in &self.gang(*g).expect("live gang").pods {
+                if let Some(pod) = self.pod(*p)
+                    && let (Some(node), false) = (pod.node, pod.role == PodRole::Foreign)
+                {
+                    let u = usage.entry(node).or_default();
+                    *u = u.saturating_add(&pod.spec.request);
+                }
+            }
+        }
+        usage
     }
 
     /// Per-node amounts of a placement.

@@ -12,6 +12,7 @@ pub mod placement;
 pub mod quantity;
 pub mod reclaim;
 pub mod resources;
+pub mod testkit;
 
 pub use admission::{CycleOutcome, Eviction};
 pub use cluster::{

@@ -1,8 +1,10 @@
 //! Reclaim planning: a minimal set of victims that lets a gang of an under-served queue fit.
 //!
-//! Candidates come only from *other*, reclaimable queues whose allocation exceeds their deserved share, and a
-//! candidate is taken only if its queue stays at or above its deserved share in every resource the candidate
-//! frees. Order: elastic members first, then whole gangs (a gang is never left below its minimum), each by
+//! Candidates come only from *other*, reclaimable queues whose allocation exceeds their deserved share in some
+//! resource (the resources it *borrows*). A candidate is taken only if it frees a borrowed resource the gang
+//! asks for, and its queue stays at or above its deserved share in every borrowed resource. (Pods bundle
+//! resources, so an eviction also frees some the victim does not borrow; judging those would forbid every
+//! reclaim whenever one resource, say memory, is uncontended.) Order: elastic members first, then whole gangs (a gang is never left below its minimum), each by
 //! lowest priority then youngest; pods younger than `min_runtime` are protected.
 //!
 //! 1. Capacity already being freed (pods terminating) counts first; if that suffices, nobody new is evicted —
@@ -41,6 +43,7 @@ impl Cluster {
         let demands = self.demands(head);
         let head_queue = self.gang(head)?.spec.queue;
         let head_classes = self.gang(head)?.classes.clone();
+        let asks = self.gang(head)?.missing_request();
 
         // 1. Pods already on their way out.
         let terminating: Vec<(NodeId, Resources)> =
@@ -64,10 +67,13 @@ impl Cluster {
                 continue;
             }
             let q = self.queue(u.queue).expect("live queue");
+            let borrowed: Vec<usize> =
+                (0..q.allocated.0.len()).filter(|&s| q.allocated.get(s) > q.deserved.get(s)).collect();
+            let helps = borrowed.iter().any(|&s| u.total.get(s) > 0 && asks.get(s) > 0);
             let after =
                 q.allocated.saturating_sub(&taken.get(&u.queue).copied().unwrap_or_default()).saturating_sub(&u.total);
-            let stays_at_share = u.total.nonzero_slots().all(|s| after.get(s) >= q.deserved.get(s));
-            if !stays_at_share {
+            let stays_at_share = borrowed.iter().all(|&s| after.get(s) >= q.deserved.get(s));
+            if !helps || !stays_at_share {
                 continue;
             }
             if u.whole_gang {

@@ -1,0 +1,408 @@
+//! Scenario tests of the core's decisions: each builds a small cluster, runs admission cycles and checks what
+//! muster decided and why.
+
+use muster::core::testkit::{
+    GI, gang, labelled, node, request, selecting, start_members, tainted, template, tolerating,
+};
+use muster::core::{Cluster, GangPhase, NodeSet, PodExit, PodSpec, Policy, QueueSpec, Refusal, Resources, WaitReason};
+
+fn policy() -> Policy {
+    Policy { drain_after: 60_000, ..Policy::default() }
+}
+
+fn all_nodes(c: &Cluster) -> NodeSet {
+    NodeSet::new(c.nodes().map(|(id, _)| id).collect::<Vec<_>>())
+}
+
+#[test]
+fn a_gang_that_fits_is_reserved_on_nodes_with_room() {
+    let mut c = Cluster::new();
+    for i in 0..3 {
+        c.add_node(node(&format!("n{i}"), 4000, 16 * GI)).unwrap();
+    }
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let g = c
+        .add_gang(gang(
+            "app",
+            q,
+            0,
+            vec![template("driver", 1000, 2 * GI, 1, 1), template("exec", 2000, 5 * GI, 4, 10)],
+        ))
+        .unwrap();
+    let out = c.run_cycle(0, &policy());
+    assert_eq!(out.admitted, vec![g]);
+    assert_eq!(c.gang(g).unwrap().slots.len(), 5);
+    c.check_invariants().unwrap();
+    start_members(&mut c, g, 1);
+    assert_eq!(c.gang(g).unwrap().phase, GangPhase::Running);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn fragmentation_that_passes_the_sum_check_is_not_admitted() {
+    // scheduler-plugins#429: free 6/2/2/2 CPU, gang of 3 x 4 CPU. The sum (12) fits; no packing does.
+    let mut c = Cluster::new();
+    for (i, cpu) in [6000, 2000, 2000, 2000].into_iter().enumerate() {
+        c.add_node(node(&format!("n{i}"), cpu, 64 * GI)).unwrap();
+    }
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let g = c.add_gang(gang("big", q, 0, vec![template("w", 4000, GI, 3, 3)])).unwrap();
+    let out = c.run_cycle(0, &policy());
+    assert!(out.admitted.is_empty());
+    let reason = &out.waiting.iter().find(|(id, _)| *id == g).unwrap().1;
+    assert!(reason.message().contains("only 1 of 3"), "reason names the shortfall: {}", reason.message());
+    assert!(c.gang(g).unwrap().slots.is_empty(), "nothing is held by a gang that does not fit");
+}
+
+#[test]
+fn driver_waits_while_the_spot_pool_cannot_take_the_executors() {
+    let mut c = Cluster::new();
+    c.add_node(labelled(node("od-0", 8000, 32 * GI), "pool", "on-demand")).unwrap();
+    for i in 0..2 {
+        c.add_node(tainted(labelled(node(&format!("spot-{i}"), 8000, 32 * GI), "pool", "spot"), "spot", "true"))
+            .unwrap();
+    }
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let driver = selecting(template("driver", 1000, 4 * GI, 1, 1), "pool", "on-demand");
+    let exec = tolerating(selecting(template("exec", 4000, 10 * GI, 5, 5), "pool", "spot"), "spot", "true");
+    let g = c.add_gang(gang("etl", q, 0, vec![driver.clone(), exec.clone()])).unwrap();
+    let out = c.run_cycle(0, &policy());
+    assert!(out.admitted.is_empty(), "5 executors need 3 spot nodes; only 2 exist");
+    assert!(c.gang(g).unwrap().slots.is_empty());
+
+    // A third spot node arrives: the whole gang is admitted, driver on on-demand, executors on spot.
+    c.add_node(tainted(labelled(node("spot-2", 8000, 32 * GI), "pool", "spot"), "spot", "true")).unwrap();
+    let out = c.run_cycle(1, &policy());
+    assert_eq!(out.admitted, vec![g]);
+    let gang = c.gang(g).unwrap();
+    for s in &gang.slots {
+        let pool = &c.node(s.node).unwrap().spec.labels["pool"];
+        assert_eq!(pool, if s.template == 0 { "on-demand" } else { "spot" });
+    }
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn queues_are_served_in_order_of_their_share() {
+    // One node of 12 CPU; queue a (weight 2) and b (weight 1) each submit six 1-CPU gangs at once... and more.
+    let mut c = Cluster::new();
+    c.add_node(node("n", 12_000, 100 * GI)).unwrap();
+    let a = c.upsert_queue(QueueSpec::new("a", 2));
+    let b = c.upsert_queue(QueueSpec::new("b", 1));
+    for i in 0..12 {
+        c.add_gang(gang(&format!("a{i}"), a, i, vec![template("w", 1000, GI, 1, 1)])).unwrap();
+        c.add_gang(gang(&format!("b{i}"), b, i, vec![template("w", 1000, GI, 1, 1)])).unwrap();
+    }
+    c.run_cycle(0, &policy());
+    let cpu = |q| c.queue(q).unwrap().allocated.get(0);
+    assert_eq!((cpu(a), cpu(b)), (8000, 4000), "12 CPU split 2:1");
+    let deserved = |q| c.queue(q).unwrap().deserved.get(0);
+    assert_eq!((deserved(a), deserved(b)), (8000, 4000));
+}
+
+#[test]
+fn a_head_that_can_never_fit_blocks_nobody() {
+    let mut c = Cluster::new();
+    c.add_node(node("n", 8000, 32 * GI)).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let huge = c.add_gang(gang("huge", q, 0, vec![template("w", 16_000, GI, 1, 1)])).unwrap();
+    let small = c.add_gang(gang("small", q, 1, vec![template("w", 1000, GI, 1, 1)])).unwrap();
+    let out = c.run_cycle(0, &policy());
+    assert_eq!(out.admitted, vec![small]);
+    let reason = &out.waiting.iter().find(|(id, _)| *id == huge).unwrap().1;
+    assert!(matches!(reason, WaitReason::NeverFits { .. }), "{reason:?}");
+}
+
+#[test]
+fn a_large_head_is_not_starved_by_a_stream_of_small_gangs() {
+    let mut c = Cluster::new();
+    c.add_node(node("n", 8000, 64 * GI)).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let p = policy();
+    // Fill the node with small gangs, then a big gang arrives, then small gangs keep arriving.
+    let mut running: Vec<(muster::core::GangId, u64)> = Vec::new();
+    let mut t = 0;
+    for i in 0..8 {
+        let g = c.add_gang(gang(&format!("s{i}"), q, t, vec![template("w", 1000, GI, 1, 1)])).unwrap();
+        c.run_cycle(t, &p);
+        start_members(&mut c, g, t);
+        running.push((g, t + 30_000 + i * 5_000));
+    }
+    let big = c.add_gang(gang("big", q, 1, vec![template("w", 1000, GI, 6, 6)])).unwrap();
+    let mut admitted_at = None;
+    let mut small_seq = 100;
+    while t < 600_000 && admitted_at.is_none() {
+        t += 5_000;
+        // Finish small gangs whose time is up.
+        let done: Vec<_> = running.iter().filter(|(_, end)| *end <= t).map(|(g, _)| *g).collect();
+        running.retain(|(_, end)| *end > t);
+        for g in done {
+            let pods = c.gang(g).unwrap().pods.clone();
+            c.remove_gang(g).unwrap();
+            for pod in pods {
+                c.remove_pod(pod, PodExit::Succeeded, t).unwrap();
+            }
+        }
+        // A new small gang arrives every step (younger than big, so behind it in the line).
+        let s = c.add_gang(gang(&format!("s{small_seq}"), q, t, vec![template("w", 1000, GI, 1, 1)])).unwrap();
+        small_seq += 1;
+        let out = c.run_cycle(t, &p);
+        if std::env::var("MUSTER_DEBUG").is_ok() {
+            eprintln!(
+                "t={t} admitted={:?} big={:?} free={:?}",
+                out.admitted,
+                c.gang(big).unwrap().reason,
+                c.nodes().next().unwrap().1.free()
+            );
+        }
+        for g in out.admitted {
+            if g == big {
+                admitted_at = Some(t);
+            } else {
+                start_members(&mut c, g, t);
+                running.push((g, t + 30_000));
+            }
+        }
+        let _ = s;
+        c.check_invariants().unwrap();
+    }
+    let at = admitted_at.expect("the big gang must be admitted despite the stream of small ones");
+    assert!(at >= p.drain_after, "small gangs backfill until the head has waited drain_after ({at})");
+}
+
+#[test]
+fn reclaim_takes_elastic_members_first_and_stops_at_the_victims_share() {
+    let mut c = Cluster::new();
+    for i in 0..4 {
+        c.add_node(node(&format!("n{i}"), 4000, 16 * GI)).unwrap();
+    }
+    let a = c.upsert_queue(QueueSpec::new("a", 1));
+    let b = c.upsert_queue(QueueSpec::new("b", 1));
+    let p = policy();
+    // Queue a borrows the whole cluster: one gang of 4 min members plus 12 elastic ones (1 CPU each).
+    let ga = c.add_gang(gang("a-app", a, 0, vec![template("exec", 1000, GI, 4, 16)])).unwrap();
+    c.run_cycle(0, &p);
+    start_members(&mut c, ga, 0);
+    let all = all_nodes(&c);
+    for i in 0..12 {
+        let pod = c
+            .add_pod(
+                PodSpec {
+                    name: format!("a-extra-{i}"),
+                    request: request(1000, GI),
+                    member: Some((ga, 0)),
+                    priority: 0,
+                },
+                None,
+                1,
+            )
+            .unwrap();
+        let n = c.place(pod, &all, 1).unwrap();
+        c.bind_pod(pod, n, 1).unwrap();
+    }
+    assert_eq!(c.queue(a).unwrap().allocated.get(0), 16_000);
+
+    // Queue b wants 6 CPU in one gang: its deserved share is 8, so it may reclaim.
+    let gb = c.add_gang(gang("b-app", b, 10, vec![template("exec", 1000, GI, 6, 6)])).unwrap();
+    let out = c.run_cycle(10, &p);
+    assert_eq!(out.evictions.len(), 6, "a minimal victim set: exactly the 6 CPU needed");
+    assert!(out.evictions.iter().all(|e| !e.whole_gang && e.victim == ga), "elastic members go first");
+    assert!(matches!(c.gang(gb).unwrap().reason, Some(WaitReason::Reclaiming { .. })));
+
+    // The next cycle, with the victims still terminating, evicts nobody else.
+    let out = c.run_cycle(11, &p);
+    assert!(out.evictions.is_empty(), "no new victims while earlier evictions are in flight");
+
+    // Victims terminate; b is admitted onto the freed capacity.
+    for e in c.pods().filter(|(_, p)| p.terminating).map(|(id, _)| id).collect::<Vec<_>>() {
+        c.remove_pod(e, PodExit::Deleted, 12).unwrap();
+    }
+    let out = c.run_cycle(12, &p);
+    assert_eq!(out.admitted, vec![gb]);
+    start_members(&mut c, gb, 12);
+    assert_eq!(c.queue(a).unwrap().allocated.get(0), 10_000);
+    assert!(c.queue(a).unwrap().allocated.get(0) >= c.queue(a).unwrap().deserved.get(0));
+
+    // Steady state: many more cycles evict nothing (no ping-pong).
+    for t in 13..40 {
+        assert!(c.run_cycle(t, &p).evictions.is_empty());
+    }
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn capability_caps_a_queue() {
+    let mut c = Cluster::new();
+    c.add_node(node("n", 10_000, 100 * GI)).unwrap();
+    let mut capped = QueueSpec::new("capped", 1);
+    capped.capability = Resources::UNLIMITED.with(0, 3000);
+    let capped = c.upsert_queue(capped);
+    for i in 0..5 {
+        c.add_gang(gang(&format!("c{i}"), capped, i, vec![template("w", 1000, GI, 1, 1)])).unwrap();
+    }
+    let out = c.run_cycle(0, &policy());
+    assert_eq!(c.queue(capped).unwrap().allocated.get(0), 3000, "capability 3 CPU on an idle 10-CPU cluster");
+    assert_eq!(out.waiting.len(), 2);
+    assert!(out.waiting.iter().all(|(_, r)| matches!(r, WaitReason::QueueCapability { .. })));
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn a_guarantee_stays_free_for_its_idle_queue() {
+    let mut c = Cluster::new();
+    c.add_node(node("n", 10_000, 100 * GI)).unwrap();
+    let mut guaranteed = QueueSpec::new("guaranteed", 1);
+    guaranteed.guarantee = Resources::ZERO.with(0, 4000);
+    let guaranteed = c.upsert_queue(guaranteed);
+    let other = c.upsert_queue(QueueSpec::new("other", 1));
+    for i in 0..8 {
+        c.add_gang(gang(&format!("o{i}"), other, i, vec![template("w", 1000, GI, 1, 1)])).unwrap();
+    }
+    let out = c.run_cycle(0, &policy());
+    assert_eq!(c.queue(other).unwrap().allocated.get(0), 6000, "10 CPU minus 4 guaranteed to an idle queue");
+    assert!(out.waiting.iter().all(|(_, r)| matches!(r, WaitReason::GuaranteeOfOtherQueues { .. })));
+    // The guaranteed queue gets its share at once when it asks.
+    let g = c.add_gang(gang("mine", guaranteed, 9, vec![template("w", 1000, GI, 4, 4)])).unwrap();
+    let out = c.run_cycle(1, &policy());
+    assert_eq!(out.admitted, vec![g]);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn reservations_follow_the_assume_bind_forget_lifecycle() {
+    let mut c = Cluster::new();
+    c.add_node(node("n0", 4000, 16 * GI)).unwrap();
+    c.add_node(node("n1", 4000, 16 * GI)).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let p = Policy { reservation_timeout: 100_000, claim_ttl: 10_000, ..policy() };
+    let g = c
+        .add_gang(gang("app", q, 0, vec![template("driver", 1000, GI, 1, 1), template("exec", 1000, GI, 2, 4)]))
+        .unwrap();
+    c.run_cycle(0, &p);
+    let all = all_nodes(&c);
+
+    // The driver is placed onto its slot; a retry gets the same answer; it binds and consumes the slot.
+    let driver = c
+        .add_pod(
+            PodSpec { name: "driver".into(), request: request(1000, GI), member: Some((g, 0)), priority: 0 },
+            None,
+            1,
+        )
+        .unwrap();
+    let n = c.place(driver, &all, 1).unwrap();
+    assert_eq!(c.place(driver, &all, 2).unwrap(), n);
+    c.bind_pod(driver, n, 3).unwrap();
+    assert_eq!(c.gang(g).unwrap().slots.len(), 2);
+
+    // A claim that is never bound is forgotten after claim_ttl and the slot goes to the next pod.
+    let e1 = c
+        .add_pod(PodSpec { name: "e1".into(), request: request(1000, GI), member: Some((g, 1)), priority: 0 }, None, 4)
+        .unwrap();
+    c.place(e1, &all, 4).unwrap();
+    c.run_cycle(20_000, &p);
+    assert!(c.pod(e1).unwrap().claim.is_none());
+
+    // Re-planning: kube-scheduler offers only a node without the slot; the slot moves there.
+    let slot_nodes: Vec<_> = c.gang(g).unwrap().slots.iter().map(|s| s.node).collect();
+    let other = c.nodes().map(|(id, _)| id).find(|id| !slot_nodes.contains(id));
+    if let Some(other) = other {
+        let placed = c.place(e1, &NodeSet::new([other]), 21_000).unwrap();
+        assert_eq!(placed, other);
+        c.check_invariants().unwrap();
+    }
+
+    // A failed minimum member is replaced by a slot on its node; an unconsumed slot expires.
+    let e = c.pod(e1).unwrap().claim.unwrap().node();
+    c.bind_pod(e1, e, 21_500).unwrap();
+    c.remove_pod(e1, PodExit::Failed, 22_000).unwrap();
+    let slots = &c.gang(g).unwrap().slots;
+    assert!(slots.iter().any(|s| s.node == e && s.template == 1), "replacement slot on the failed pod's node");
+    let out = c.run_cycle(200_000, &p);
+    assert_eq!(out.expired, vec![g]);
+    assert_eq!(c.gang(g).unwrap().phase, GangPhase::Expired);
+    assert!(matches!(c.place(driver, &all, 200_001), Err(Refusal::AlreadyBound { .. })));
+    c.check_accounting().unwrap();
+}
+
+#[test]
+fn elastic_members_use_free_capacity_within_the_maximum() {
+    let mut c = Cluster::new();
+    c.add_node(node("n", 4000, 16 * GI)).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let g = c.add_gang(gang("app", q, 0, vec![template("exec", 1000, GI, 1, 2)])).unwrap();
+    c.run_cycle(0, &policy());
+    start_members(&mut c, g, 0);
+    let all = all_nodes(&c);
+    let mk = |c: &mut Cluster, name: &str| {
+        c.add_pod(PodSpec { name: name.into(), request: request(1000, GI), member: Some((g, 0)), priority: 0 }, None, 1)
+            .unwrap()
+    };
+    let e1 = mk(&mut c, "e1");
+    c.place(e1, &all, 1).unwrap();
+    let e2 = mk(&mut c, "e2");
+    assert!(matches!(c.place(e2, &all, 1), Err(Refusal::AtMaximum { max: 2, .. })));
+
+    // A pod of a gang that is not admitted gets a reason a person can act on.
+    let blocked = c.add_gang(gang("blocked", q, 5, vec![template("w", 64_000, GI, 1, 1)])).unwrap();
+    c.run_cycle(2, &policy());
+    let bp = c
+        .add_pod(
+            PodSpec { name: "b".into(), request: request(64_000, GI), member: Some((blocked, 0)), priority: 0 },
+            None,
+            3,
+        )
+        .unwrap();
+    let refusal = c.place(bp, &all, 3).unwrap_err();
+    assert!(refusal.to_string().contains("can never fit"), "{refusal}");
+}
+
+#[test]
+fn preemption_never_breaks_a_gang_below_its_minimum() {
+    let mut c = Cluster::new();
+    c.add_node(node("n", 8000, 32 * GI)).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let g = c.add_gang(gang("app", q, 0, vec![template("exec", 1000, GI, 2, 4)])).unwrap();
+    c.run_cycle(0, &policy());
+    let min_pods = start_members(&mut c, g, 0);
+    let all = all_nodes(&c);
+    let extra = c
+        .add_pod(PodSpec { name: "x".into(), request: request(1000, GI), member: Some((g, 0)), priority: 0 }, None, 1)
+        .unwrap();
+    let n = c.place(extra, &all, 1).unwrap();
+    c.bind_pod(extra, n, 1).unwrap();
+    let foreign = c
+        .add_pod(PodSpec { name: "f".into(), request: request(1000, GI), member: None, priority: 0 }, Some(n), 1)
+        .unwrap();
+
+    // One minimum member may go (the elastic one takes its place); the second may not.
+    let allowed = c.allowed_victims(&[min_pods[0], min_pods[1], foreign]);
+    assert_eq!(allowed, vec![min_pods[0], foreign]);
+    // With the elastic pod itself among the victims, no minimum member may go.
+    let allowed = c.allowed_victims(&[extra, min_pods[0]]);
+    assert_eq!(allowed, vec![extra]);
+}
+
+#[test]
+fn the_same_inputs_give_the_same_decisions() {
+    let run = || {
+        let mut c = Cluster::new();
+        for i in 0..6 {
+            c.add_node(node(&format!("n{i}"), 4000 + 1000 * (i % 3), 16 * GI)).unwrap();
+        }
+        let qs: Vec<_> = (0..3).map(|i| c.upsert_queue(QueueSpec::new(&format!("q{i}"), 1 + i))).collect();
+        for i in 0..20u64 {
+            c.add_gang(gang(
+                &format!("g{i}"),
+                qs[(i % 3) as usize],
+                i,
+                vec![template("w", 500 + 250 * (i % 4), GI, 1 + (i % 3) as u32, 4)],
+            ))
+            .unwrap();
+        }
+        let out = c.run_cycle(0, &policy());
+        let slots: Vec<_> =
+            c.gangs().map(|(id, g)| (id, g.slots.iter().map(|s| (s.template, s.node)).collect::<Vec<_>>())).collect();
+        (out.admitted, format!("{:?}", out.waiting), slots)
+    };
+    assert_eq!(run(), run());
+}
