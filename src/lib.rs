@@ -4,4 +4,7 @@
 //! - [`core`]: the pure capacity-packing model and decisions (no kube, no tokio, no clock).
 //! - [`sim`]: the offline simulator driving the core over a workload trace.
 
+pub mod api;
 pub mod core;
+pub mod extender;
+pub mod index;
