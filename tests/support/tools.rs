@@ -1,0 +1,70 @@
+//! The real programs the fixtures run, obtained through the repository's setup scripts, once per test process.
+//!
+//! Both scripts are no-ops once their cache is warm (see their headers), so a fresh clone on a fresh machine gets
+//! everything on its first test run with no manual step. When a script fails, every test that needs it fails
+//! with the script's message: a missing control plane or Spark is a broken test environment, never a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// Where `tests/controlplane/build.sh` put etcd, kube-apiserver and kube-scheduler.
+pub struct ControlPlaneBinaries {
+    pub etcd: PathBuf,
+    pub kube_apiserver: PathBuf,
+    pub kube_scheduler: PathBuf,
+}
+
+/// Builds (cold: minutes) or finds (warm: instant) the control-plane binaries. Tests calling this concurrently
+/// wait for the one build.
+pub fn control_plane_binaries() -> &'static ControlPlaneBinaries {
+    static BINARIES: OnceLock<Result<ControlPlaneBinaries, String>> = OnceLock::new();
+    let result = BINARIES.get_or_init(|| {
+        let dir = run_setup_script("tests/controlplane/build.sh")?;
+        let binaries = ControlPlaneBinaries {
+            etcd: dir.join("etcd"),
+            kube_apiserver: dir.join("kube-apiserver"),
+            kube_scheduler: dir.join("kube-scheduler"),
+        };
+        for binary in [&binaries.etcd, &binaries.kube_apiserver, &binaries.kube_scheduler] {
+            if !binary.is_file() {
+                return Err(format!("build.sh reported {} but {} is missing", dir.display(), binary.display()));
+            }
+        }
+        Ok(binaries)
+    });
+    result.as_ref().unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// Installs (cold: tens of seconds) or finds the pinned pyspark; returns its virtualenv, which holds
+/// `bin/spark-submit` and the `bin/python` it must run the application with.
+pub fn pyspark_venv() -> &'static Path {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let result = VENV.get_or_init(|| run_setup_script("tests/controlplane/spark-setup.sh"));
+    result.as_ref().unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// Runs a setup script of this repository and returns the directory it prints as its only stdout line. Its
+/// stderr (progress, errors) goes straight to the terminal, uncaptured, so a long cold build shows progress.
+fn run_setup_script(relative_path: &str) -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative_path);
+    let output = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}); its messages are printed above. The tests need what it provides: fix the cause.",
+            script.display(),
+            output.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = PathBuf::from(stdout.trim());
+    if !dir.is_dir() {
+        return Err(format!("{} printed {stdout:?}, which is not a directory", script.display()));
+    }
+    Ok(dir)
+}
