@@ -5,6 +5,8 @@
 //! - [`sim`]: the offline simulator driving the core over a workload trace.
 
 pub mod api;
+pub mod cli;
 pub mod core;
 pub mod extender;
 pub mod index;
+pub mod sim;
