@@ -63,7 +63,7 @@ pub const EXECUTOR_NODE_SELECTOR_ANNOTATION: &str = "muster.dev/executor-node-se
 /// `[{"key":"workload","operator":"Equal","value":"spark-executor","effect":"NoSchedule"}]`.
 pub const EXECUTOR_TOLERATIONS_ANNOTATION: &str = "muster.dev/executor-tolerations";
 
-/// Annotation muster sets (to the admission time) on the pending pods of a gang it has just admitted. Any update
-/// to a pending pod moves it back to kube-scheduler's active queue, so members are retried at once instead of
-/// after their backoff expires.
+/// Annotation muster writes on the pending pods of a gang it has just admitted. Any update to a pending pod moves
+/// it back to kube-scheduler's active queue, so members are retried at once instead of after their backoff
+/// expires; the value (e.g. the admission time) matters only in that it changes.
 pub const RETRY_ANNOTATION: &str = "muster.dev/retry";

@@ -14,6 +14,8 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 /// A gang: pods that start together or not at all. Volcano's PodGroup fields plus muster's member templates,
 /// which describe members that do not exist yet (Spark executors) so capacity can be reserved for them.
+// clippy mistakes the repeated `type_ = "string"` inside separate `printcolumn(...)` entries for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "scheduling.muster.dev",

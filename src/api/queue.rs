@@ -7,11 +7,14 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The smallest and largest queue weight, as in Volcano.
+/// The smallest queue weight, as in Volcano.
 pub const MIN_WEIGHT: i32 = 1;
+/// The largest queue weight, as in Volcano.
 pub const MAX_WEIGHT: i32 = 65535;
 
 /// A queue: a weighted share of the cluster for the PodGroups that name it. Field names follow Volcano's Queue.
+// clippy mistakes the repeated `type_ = "string"` inside separate `printcolumn(...)` entries for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "scheduling.muster.dev",
@@ -38,7 +41,7 @@ pub const MAX_WEIGHT: i32 = 65535;
 pub struct QueueSpec {
     /// Relative share among queues with demand (1..65535).
     #[serde(default = "default_weight")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = MIN_WEIGHT, max = MAX_WEIGHT))]
     pub weight: i32,
     /// Hard cap per resource (name -> quantity): the queue's running and reserved requests never exceed it.
     /// Resources not listed are uncapped.
