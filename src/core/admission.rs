@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole, Policy, QueueId, WaitReason};
 use super::fairshare::{ShareInput, deserved_shares};
 use super::pack::{Demand, PackFailure, Placed};
-use super::resources::Resources;
+use super::resources::{Resources, SLOTS};
 
 /// Whether `new` holds less than `old` somewhere (capacity was given back).
 fn released_any(old: &[(NodeId, Resources)], new: &[(NodeId, Resources)]) -> bool {
@@ -52,11 +52,22 @@ pub struct Eviction {
     pub whole_gang: bool,
 }
 
+/// One victim of a reclaim: an elastic pod or a whole gang, and what it frees (pods and reservations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reclaimed {
+    pub victim: GangId,
+    pub beneficiary: GangId,
+    pub whole_gang: bool,
+    pub frees: Resources,
+}
+
 /// What one cycle decided.
 #[derive(Debug, Clone, Default)]
 pub struct CycleOutcome {
     pub admitted: Vec<GangId>,
     pub evictions: Vec<Eviction>,
+    /// The victims behind `evictions`, one entry per elastic pod or whole gang.
+    pub reclaimed: Vec<Reclaimed>,
     /// Gangs whose reservations timed out this cycle.
     pub expired: Vec<GangId>,
     /// Every gang still waiting, with the reason it waits.
@@ -70,15 +81,8 @@ impl Cluster {
     pub fn run_cycle(&mut self, now: Millis, policy: &Policy) -> CycleOutcome {
         let mut out = CycleOutcome { expired: self.expire(now, policy), ..CycleOutcome::default() };
         self.refresh_index();
-        self.clear_holds();
+        // Capacity held for waiting heads (`Gang::hold`, mirrored in `Node::held`) stays held across cycles.
         self.compute_deserved(&mut out.warnings);
-
-        // Capacity held for waiting heads stays held across cycles, before anyone else is considered.
-        let holders: Vec<GangId> = self.gangs().filter(|(_, g)| !g.hold.is_empty()).map(|(id, _)| id).collect();
-        for &g in &holders {
-            let hold = self.gang(g).expect("live gang").hold.clone();
-            self.hold(&hold);
-        }
 
         // Repairs first: admitted gangs that lost slots already have members bound.
         let repairs: Vec<GangId> = self
@@ -94,8 +98,13 @@ impl Cluster {
 
         let mut lines = self.queue_lines();
         let mut unused_guarantees = self.unused_guarantees();
-        let mut cluster_used =
-            self.nodes().fold(Resources::ZERO, |acc, (_, n)| acc.saturating_add(&n.used).saturating_add(&n.reserved));
+        // Only guarantees need the cluster-wide total in use; skip the scan over nodes when there are none.
+        let any_guarantee = self.queues().any(|(_, q)| !q.spec.guarantee.is_zero());
+        let mut cluster_used = if any_guarantee {
+            self.nodes().fold(Resources::ZERO, |acc, (_, n)| acc.saturating_add(&n.used).saturating_add(&n.reserved))
+        } else {
+            Resources::ZERO
+        };
         let mut head_failed: HashMap<QueueId, GangId> = HashMap::new();
         let mut stopped: HashMap<QueueId, GangId> = HashMap::new();
 
@@ -361,13 +370,14 @@ impl Cluster {
         }
         let queue = self.queue(q).expect("live queue");
         if queue.allocated.saturating_add(demand).fits_in(&queue.deserved)
-            && let Some((victims, placement)) = self.plan_reclaim(g, now, policy)
+            && let Some((victims, units, placement)) = self.plan_reclaim(g, now, policy)
         {
             let new = victims.len();
             for e in victims {
                 let _ = self.set_terminating(e.pod);
                 out.evictions.push(e);
             }
+            out.reclaimed.extend(units);
             let hold = self.placement_amounts(g, &placement);
             self.hold(&hold);
             self.gang_mut(g).hold = hold;
@@ -441,20 +451,12 @@ impl Cluster {
         }
     }
 
-    fn unhold(&mut self, amounts: &[(NodeId, Resources)]) {
+    pub(crate) fn unhold(&mut self, amounts: &[(NodeId, Resources)]) {
         for (node, r) in amounts {
             if let Some(n) = self.nodes.get_mut(node.0) {
                 n.held = n.held.saturating_sub(r);
                 self.touch_node(*node);
             }
-        }
-    }
-
-    fn clear_holds(&mut self) {
-        let held: Vec<NodeId> = self.nodes().filter(|(_, n)| !n.held.is_zero()).map(|(id, _)| id).collect();
-        for id in held {
-            self.nodes.get_mut(id.0).expect("live").held = Resources::ZERO;
-            self.touch_node(id);
         }
     }
 
@@ -550,6 +552,8 @@ impl Cluster {
             let q = self.queues.get_mut(id.0).expect("live queue");
             q.deserved = share;
             q.request = input.request;
+            q.borrowing =
+                (0..SLOTS).filter(|&s| q.allocated.get(s) > share.get(s)).fold(0u16, |mask, s| mask | (1 << s));
         }
     }
 }

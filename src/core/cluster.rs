@@ -179,6 +179,9 @@ pub struct Queue {
     pub deserved: Resources,
     /// allocated + pending demand, as of the last admission cycle.
     pub request: Resources,
+    /// Bit `s` set when, at the start of the last admission cycle, allocation exceeded the deserved share in
+    /// resource slot `s` (what the queue borrows, and what reclaim may take back).
+    pub borrowing: u16,
     pub gangs: Vec<GangId>,
 }
 
@@ -700,6 +703,7 @@ impl Cluster {
             allocated: Resources::ZERO,
             deserved: Resources::ZERO,
             request: Resources::ZERO,
+            borrowing: 0,
             gangs: Vec::new(),
         }));
         self.queue_by_name.insert(name, id);
@@ -802,6 +806,8 @@ impl Cluster {
             return Err(CoreError::Unknown { kind: "gang", id: id.0 });
         }
         self.release_slots(id);
+        let hold = std::mem::take(&mut self.gang_mut(id).hold);
+        self.unhold(&hold);
         let gang = self.gangs.remove(id.0).expect("checked");
         for pod_id in &gang.pods {
             let Some(pod) = self.pods.get_mut(pod_id.0) else { continue };
@@ -1101,6 +1107,8 @@ impl Cluster {
             self.set_terminating(p)?;
         }
         self.release_slots(id);
+        let hold = std::mem::take(&mut self.gang_mut(id).hold);
+        self.unhold(&hold);
         let gang = self.gang_mut(id);
         gang.admitted_at = None;
         gang.waiting_since = None;
@@ -1243,12 +1251,15 @@ impl Cluster {
     /// Expires claims older than the policy's TTL and slots older than the reservation timeout.
     /// Returns the gangs whose reservations expired.
     pub fn expire(&mut self, now: Millis, policy: &Policy) -> Vec<GangId> {
+        // Only gang members ever hold claims.
         let stale_claims: Vec<PodId> = self
-            .pods()
-            .filter(|(_, p)| {
-                p.node.is_none() && p.claim.is_some_and(|c| now.saturating_sub(c.at()) >= policy.claim_ttl)
+            .gangs()
+            .flat_map(|(_, g)| g.pods.iter().copied())
+            .filter(|p| {
+                self.pod(*p).is_some_and(|p| {
+                    p.node.is_none() && p.claim.is_some_and(|c| now.saturating_sub(c.at()) >= policy.claim_ttl)
+                })
             })
-            .map(|(id, _)| id)
             .collect();
         for p in stale_claims {
             self.forget_claim(p);

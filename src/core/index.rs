@@ -104,8 +104,13 @@ pub struct CapacityIndex {
     free_ids: Vec<u32>,
     /// node index -> [(class, leaf position)]
     memberships: Vec<Vec<(ClassId, u32)>>,
+    /// Classes no gang uses any more, oldest first. Kept (up to `MAX_IDLE_CLASSES`) because the next gang of the
+    /// same shape is likely: rebuilding a class evaluates its constraints on every node.
+    idle: Vec<ClassId>,
     stale: bool,
 }
+
+const MAX_IDLE_CLASSES: usize = 64;
 
 /// What the index needs to know about nodes when (re)building a class.
 pub trait NodeView {
@@ -123,7 +128,11 @@ impl CapacityIndex {
     /// Registers one more user of `placement`, creating its class if needed.
     pub fn acquire(&mut self, placement: &Placement, nodes: &dyn NodeView) -> ClassId {
         if let Some(&id) = self.by_placement.get(placement) {
-            self.classes[id.0 as usize].as_mut().expect("live class").users += 1;
+            let class = self.classes[id.0 as usize].as_mut().expect("live class");
+            if class.users == 0 {
+                self.idle.retain(|c| *c != id);
+            }
+            class.users += 1;
             return id;
         }
         let id = match self.free_ids.pop() {
@@ -150,13 +159,23 @@ impl CapacityIndex {
         let class = self.classes[id.0 as usize].as_mut().expect("live class");
         class.users -= 1;
         if class.users == 0 {
-            let class = self.classes[id.0 as usize].take().expect("live class");
-            self.by_placement.remove(&class.placement);
+            self.idle.push(id);
+            if self.idle.len() > MAX_IDLE_CLASSES {
+                let oldest = self.idle.remove(0);
+                self.drop_class(oldest);
+            }
+        }
+    }
+
+    fn drop_class(&mut self, id: ClassId) {
+        let class = self.classes[id.0 as usize].take().expect("live class");
+        self.by_placement.remove(&class.placement);
+        if !self.stale {
             for &n in &class.nodes {
                 self.memberships[n as usize].retain(|(c, _)| *c != id);
             }
-            self.free_ids.push(id.0);
         }
+        self.free_ids.push(id.0);
     }
 
     fn build_class(&mut self, id: ClassId, class: &mut Class, nodes: &dyn NodeView) {

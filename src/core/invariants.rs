@@ -57,7 +57,23 @@ impl Cluster {
                 ));
             }
         }
+        let mut held = vec![Resources::ZERO; self.nodes.capacity()];
+        for (_, g) in self.gangs() {
+            for (node, r) in &g.hold {
+                if node.index() < held.len() {
+                    held[node.index()] = held[node.index()].saturating_add(r);
+                }
+            }
+        }
         for (id, n) in self.nodes() {
+            if n.held != held[id.index()] {
+                return Err(format!(
+                    "node {}: held {:?}, gang holds add up to {:?}",
+                    n.spec.name,
+                    n.held,
+                    held[id.index()]
+                ));
+            }
             if n.used != used[id.index()] || n.reserved != reserved[id.index()] || n.managed != managed[id.index()] {
                 return Err(format!(
                     "node {}: used {:?}/{:?} reserved {:?}/{:?} managed {:?}/{:?} (recorded/recomputed)",

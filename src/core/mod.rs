@@ -14,7 +14,7 @@ pub mod reclaim;
 pub mod resources;
 pub mod testkit;
 
-pub use admission::{CycleOutcome, Eviction};
+pub use admission::{CycleOutcome, Eviction, Reclaimed};
 pub use cluster::{
     Claim, Cluster, CoreError, Gang, GangId, GangPhase, GangSpec, Millis, Node, NodeId, NodeSpec, Pod, PodExit, PodId,
     PodRole, PodSpec, Policy, Queue, QueueId, QueueSpec, Slot, TemplateSpec, WaitReason,

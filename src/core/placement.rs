@@ -53,6 +53,17 @@ pub struct Toleration {
 }
 
 impl Toleration {
+    /// Tolerates `node.kubernetes.io/unschedulable:NoSchedule`, the taint a cordoned node implies.
+    fn tolerates_cordon(&self) -> bool {
+        let key_ok = if self.key.is_empty() {
+            self.operator == TolerationOperator::Exists
+        } else {
+            self.key == UNSCHEDULABLE_TAINT_KEY
+        };
+        let value_ok = self.key.is_empty() || self.operator == TolerationOperator::Exists || self.value.is_empty();
+        key_ok && value_ok && self.effect.is_none_or(|e| e == TaintEffect::NoSchedule)
+    }
+
     pub fn tolerates(&self, taint: &Taint) -> bool {
         if let Some(effect) = self.effect
             && effect != taint.effect
@@ -174,8 +185,14 @@ impl Placement {
         self
     }
 
+    /// Whether `node` satisfies every constraint. (The hot path: no allocation; see `first_violation` for why
+    /// not.)
     pub fn allows(&self, node: &NodeFacts<'_>) -> bool {
-        self.first_violation(node).is_none()
+        let tolerated = |taint: &Taint| self.tolerations.iter().any(|t| t.tolerates(taint));
+        self.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+            && (self.required_terms.is_empty() || self.required_terms.iter().any(|t| t.matches(node)))
+            && node.taints.iter().all(|t| t.effect == TaintEffect::PreferNoSchedule || tolerated(t))
+            && (!node.unschedulable || self.tolerations.iter().any(|t| t.tolerates_cordon()))
     }
 
     /// Why this placement excludes `node`, or `None` when it allows it.

@@ -2,23 +2,29 @@
 //!
 //! Candidates come only from *other*, reclaimable queues whose allocation exceeds their deserved share in some
 //! resource (the resources it *borrows*). A candidate is taken only if it frees a borrowed resource the gang
-//! asks for, and its queue stays at or above its deserved share in every borrowed resource. (Pods bundle
-//! resources, so an eviction also frees some the victim does not borrow; judging those would forbid every
-//! reclaim whenever one resource, say memory, is uncontended.) Order: elastic members first, then whole gangs (a gang is never left below its minimum), each by
-//! lowest priority then youngest; pods younger than `min_runtime` are protected.
+//! asks for, and only while its queue is still above its deserved share in every borrowed resource the victim
+//! frees: a victim queue therefore ends less than one victim below its share, never more (Volcano's rule,
+//! applied per resource). What a queue borrows is fixed when the cycle begins, so several reclaims in one
+//! cycle cannot walk a queue further down one resource at a time. A strict
+//! floor would make reclaim impossible whenever pod sizes do not divide the difference, and leave the
+//! under-served queue below its share forever. (Pods bundle resources, so an eviction also frees resources the
+//! victim does not borrow; judging those would forbid every reclaim whenever one resource, say memory, is
+//! uncontended or generously shared.) Order: elastic members first, then whole gangs (a gang is never left below its minimum), each
+//! by lowest priority then youngest; pods younger than `min_runtime` are protected.
 //!
 //! 1. Capacity already being freed (pods terminating) counts first; if that suffices, nobody new is evicted —
 //!    this is what keeps repeated cycles from evicting again while earlier evictions are in flight.
 //! 2. Greedy: add candidates in order (only those on nodes the gang could use) until the gang packs.
 //! 3. Prune, newest first: drop every victim the gang still fits without. The result is inclusion-minimal.
 //!
-//! Convergence: the beneficiary's queue ends at or below its deserved share and every victim queue at or above
-//! its own, so the victim queue can never reclaim back (it is not below its share, and the beneficiary is not
-//! above it): no ping-pong between two queues while shares hold still.
+//! Convergence: a beneficiary's gang must fit within its queue's deserved share, so the beneficiary never ends
+//! above its share and can never become a victim of the queue it took from; a victim queue ends short by less
+//! than one pod, which is not enough for any of its gangs to count as "within its share" and reclaim back
+//! while shares hold still. No ping-pong.
 
 use std::collections::HashMap;
 
-use super::admission::Eviction;
+use super::admission::{Eviction, Reclaimed};
 use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole, Policy, QueueId};
 use super::pack::Placed;
 use super::resources::Resources;
@@ -39,7 +45,7 @@ impl Cluster {
         head: GangId,
         now: Millis,
         policy: &Policy,
-    ) -> Option<(Vec<Eviction>, Vec<Placed>)> {
+    ) -> Option<(Vec<Eviction>, Vec<Reclaimed>, Vec<Placed>)> {
         let demands = self.demands(head);
         let head_queue = self.gang(head)?.spec.queue;
         let head_classes = self.gang(head)?.classes.clone();
@@ -51,7 +57,7 @@ impl Cluster {
         self.add_bonus(&terminating, true);
         if let Ok(placement) = self.pack(&demands, policy.exact_search_budget) {
             self.add_bonus(&terminating, false);
-            return Some((Vec::new(), placement));
+            return Some((Vec::new(), Vec::new(), placement));
         }
 
         // 2. Greedy over candidates in victim order.
@@ -67,13 +73,14 @@ impl Cluster {
                 continue;
             }
             let q = self.queue(u.queue).expect("live queue");
-            let borrowed: Vec<usize> =
-                (0..q.allocated.0.len()).filter(|&s| q.allocated.get(s) > q.deserved.get(s)).collect();
-            let helps = borrowed.iter().any(|&s| u.total.get(s) > 0 && asks.get(s) > 0);
-            let after =
-                q.allocated.saturating_sub(&taken.get(&u.queue).copied().unwrap_or_default()).saturating_sub(&u.total);
-            let stays_at_share = borrowed.iter().all(|&s| after.get(s) >= q.deserved.get(s));
-            if !helps || !stays_at_share {
+            // Judged: the resources the queue was borrowing when this cycle began (fixed for the whole cycle,
+            // so several reclaims in one cycle cannot walk a queue down resource by resource).
+            let judged: Vec<usize> = (0..q.allocated.0.len()).filter(|&s| q.borrowing & (1 << s) != 0).collect();
+            let helps = judged.iter().any(|&s| u.total.get(s) > 0 && asks.get(s) > 0);
+            let still_above = judged.iter().filter(|&&s| u.total.get(s) > 0).all(|&s| {
+                q.allocated.get(s).saturating_sub(taken.get(&u.queue).map_or(0, |t| t.get(s))) > q.deserved.get(s)
+            });
+            if !helps || !still_above {
                 continue;
             }
             if u.whole_gang {
@@ -124,6 +131,7 @@ impl Cluster {
         self.add_bonus(&terminating, false);
 
         let mut evictions = Vec::new();
+        let mut reclaimed = Vec::new();
         for &i in &chosen {
             let u = &units[i];
             if u.whole_gang {
@@ -132,8 +140,9 @@ impl Cluster {
             for &pod in &u.pods {
                 evictions.push(Eviction { pod, victim: u.victim, beneficiary: head, whole_gang: u.whole_gang });
             }
+            reclaimed.push(Reclaimed { victim: u.victim, beneficiary: head, whole_gang: u.whole_gang, frees: u.total });
         }
-        Some((evictions, placement))
+        Some((evictions, reclaimed, placement))
     }
 
     /// Candidate victims in the order they are considered.
@@ -142,13 +151,14 @@ impl Cluster {
         let mut elastic: Vec<(i32, std::cmp::Reverse<Millis>, PodId, Unit)> = Vec::new();
         let mut whole: Vec<(i32, std::cmp::Reverse<Millis>, GangId, Unit)> = Vec::new();
         for (qid, q) in self.queues() {
-            let over_share = q.allocated.0.iter().zip(q.deserved.0.iter()).any(|(a, d)| a > d);
+            let over_share = q.borrowing != 0;
             if qid == beneficiary_queue || !q.spec.reclaimable || !over_share {
                 continue;
             }
             for &gid in &q.gangs {
                 let g = self.gang(gid).expect("live gang");
-                if !matches!(g.phase, GangPhase::Admitted | GangPhase::Running) {
+                // A gang admitted in this very cycle is not taken back in it: that would be churn.
+                if !matches!(g.phase, GangPhase::Admitted | GangPhase::Running) || g.admitted_at == Some(now) {
                     continue;
                 }
                 let mut gang_pods = Vec::new();
