@@ -217,6 +217,8 @@ pub enum GangPhase {
     Running,
     /// Reservations timed out before members bound; remaining slots were released.
     Expired,
+    /// Its members are finishing: nothing more is reserved for it until a new member appears.
+    Finished,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -800,6 +802,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// Adds a template with no minimum to a live gang (members of a shape nobody declared, such as the
+    /// executors of a Spark driver that stated no minimum): they are elastic. Returns its index.
+    pub fn add_elastic_template(&mut self, id: GangId, template: TemplateSpec) -> Result<u16, CoreError> {
+        let gang = self.gangs.get(id.0).ok_or(CoreError::Unknown { kind: "gang", id: id.0 })?;
+        if template.min != 0 || gang.spec.templates.len() >= 64 {
+            return Err(CoreError::InvalidGang {
+                gang: gang.spec.name.clone(),
+                reason: format!(
+                    "cannot add template {:?}: only templates without a minimum can join a live gang",
+                    template.name
+                ),
+            });
+        }
+        let class = {
+            let Cluster { index, nodes, .. } = self;
+            index.acquire(&template.placement, &Nodes(nodes))
+        };
+        let gang = self.gang_mut(id);
+        gang.spec.templates.push(template);
+        gang.classes.push(class);
+        gang.bound_min.push(0);
+        gang.bound_elastic.push(0);
+        self.dirty = true;
+        Ok(self.gang(id).expect("live").spec.templates.len() as u16 - 1)
+    }
+
     /// Forgets a gang (its PodGroup was deleted or it finished): releases its slots; its pods become foreign.
     pub fn remove_gang(&mut self, id: GangId) -> Result<(), CoreError> {
         if self.gangs.get(id.0).is_none() {
@@ -910,7 +938,7 @@ impl Cluster {
     /// Recomputes a gang's phase from its slots and bound members.
     pub(crate) fn refresh_phase(&mut self, id: GangId) {
         let gang = self.gang_mut(id);
-        if gang.phase == GangPhase::Expired {
+        if matches!(gang.phase, GangPhase::Expired | GangPhase::Finished) {
             return;
         }
         let missing = gang.missing_total();
@@ -1280,7 +1308,24 @@ impl Cluster {
         expired
     }
 
-    /// Puts an expired gang back in line (its owner decided to retry it).
+    /// Marks a gang whose members are completing: its remaining slots are released and it is neither admitted
+    /// nor repaired again until [`Cluster::requeue`] (a new wave of members appears).
+    pub fn finish_gang(&mut self, id: GangId) -> Result<(), CoreError> {
+        if self.gangs.get(id.0).is_none() {
+            return Err(CoreError::Unknown { kind: "gang", id: id.0 });
+        }
+        self.release_slots(id);
+        let hold = std::mem::take(&mut self.gang_mut(id).hold);
+        self.unhold(&hold);
+        let gang = self.gang_mut(id);
+        gang.phase = GangPhase::Finished;
+        gang.reason = None;
+        gang.waiting_since = None;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Puts an expired or finished gang back in line (its owner retries it, or a new wave of members came).
     pub fn requeue(&mut self, id: GangId) -> Result<(), CoreError> {
         let gang = self.gangs.get_mut(id.0).ok_or(CoreError::Unknown { kind: "gang", id: id.0 })?;
         gang.phase = GangPhase::Pending;

@@ -61,6 +61,8 @@ pub enum Refusal {
     NotAdmitted { gang: String, reason: String },
     #[error("gang {gang}: its reservations expired before members bound; delete and resubmit it")]
     Expired { gang: String },
+    #[error("gang {gang} has finished; its PodGroup admits no new members")]
+    Finished { gang: String },
     #[error("pod is already bound to {node}")]
     AlreadyBound { node: String },
     #[error("gang {gang}: no offered node has room for this member ({detail})")]
@@ -100,6 +102,7 @@ impl Cluster {
                 return Err(Refusal::NotAdmitted { gang: name, reason });
             }
             GangPhase::Expired => return Err(Refusal::Expired { gang: name }),
+            GangPhase::Finished => return Err(Refusal::Finished { gang: name }),
             GangPhase::Admitted | GangPhase::Running => {}
         }
         let class = gang.classes[template as usize];

@@ -1,1 +1,957 @@
+//! The index: Kubernetes objects in, core updates out.
+//!
+//! Watch events (apply / delete) for Nodes, Pods, PodGroups, Queues and PriorityClasses are turned into changes
+//! of the core's [`Cluster`], with Kubernetes identities (names, UIDs) mapped to the core's dense ids. Nothing
+//! here talks to the API server, so all of it is tested by feeding objects in. What the index needs done in the
+//! cluster (create an automatic PodGroup for a Spark driver, create the default Queue, report a malformed
+//! object) it queues as [`Request`]s for the controller.
+//!
+//! Pod to gang (design.md): label `muster.dev/pod-group`, Volcano's annotation `scheduling.k8s.io/group-name`,
+//! Spark's `spark-app-selector` (a driver with no PodGroup becomes a gang of the driver and the minimum
+//! executors its annotations declare, and muster creates that PodGroup), otherwise a gang of one. A pod whose
+//! PodGroup does not exist yet waits, with that as its reason.
+
 pub mod convert;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{self, PodGroup, PodGroupPhase, Queue, names};
+use crate::core::{
+    Cluster, GangId, GangPhase, GangSpec, Millis, NodeId, PodExit, PodId, PodSpec, QueueId, QueueSpec, TemplateSpec,
+};
+use convert::{ConvertError, GangSource};
+
+/// Names the index needs from muster's configuration.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// Pods with this `spec.schedulerName` are muster's.
+    pub scheduler_name: String,
+    /// Queue of gangs that name none.
+    pub default_queue: String,
+}
+
+/// A Kubernetes object, as named in logs and Events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+/// What the index needs the controller to do in the cluster.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// A malformed object was skipped: log it and record an Event on it.
+    Problem { object: ObjectRef, reason: &'static str, message: String },
+    /// Create this automatic PodGroup (a Spark driver's).
+    CreatePodGroup(Box<PodGroup>),
+    /// Create this Queue (the default queue, first used before anyone created it).
+    CreateQueue(Box<Queue>),
+}
+
+/// A gang's identity: its PodGroup (`namespace/name`) or, for a gang of one, its pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GangKey {
+    PodGroup { namespace: String, name: String },
+    Pod { namespace: String, name: String },
+}
+
+impl std::fmt::Display for GangKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GangKey::PodGroup { namespace, name } => write!(f, "podgroup {namespace}/{name}"),
+            GangKey::Pod { namespace, name } => write!(f, "pod {namespace}/{name}"),
+        }
+    }
+}
+
+/// A gang the index knows, in the core or not (yet).
+#[derive(Debug, Clone)]
+pub struct GangEntry {
+    pub key: GangKey,
+    /// The gang in the core; `None` while it waits for something outside muster (its queue, its pods).
+    pub id: Option<GangId>,
+    pub podgroup: Option<Arc<PodGroup>>,
+    /// Spark driver's automatic gang: the driver pod's UID (the gang goes when the driver goes).
+    pub spark_driver: Option<String>,
+    /// Why it is not in the core, when it is not.
+    pub waiting: Option<String>,
+    /// Member pods (UIDs) that wait for this gang to exist, with their objects to re-resolve them.
+    pub waiting_pods: BTreeMap<String, Arc<Pod>>,
+    /// Succeeded / failed members seen (for PodGroup status).
+    pub succeeded: u32,
+    pub failed: u32,
+}
+
+/// What the index keeps per pod (not the object: 100,000 pods must fit in little memory).
+#[derive(Debug, Clone)]
+pub struct PodEntry {
+    pub namespace: String,
+    pub name: String,
+    pub resource_version: String,
+    pub id: Option<PodId>,
+    pub gang: Option<GangKey>,
+    pub node: Option<String>,
+    pub managed: bool,
+    pub request: crate::core::Resources,
+    pub priority: i32,
+    /// Why this pod of muster's cannot be placed although it is not in a gang yet.
+    pub waiting: Option<String>,
+}
+
+/// The whole model behind `muster serve`.
+#[derive(Debug)]
+pub struct Index {
+    pub config: IndexConfig,
+    pub core: Cluster,
+    nodes: HashMap<String, Arc<Node>>,
+    pods: HashMap<String, PodEntry>,
+    pods_by_name: HashMap<(String, String), String>,
+    /// Pods bound to a node the index has not seen yet, by node name.
+    pods_on_unknown_nodes: HashMap<String, BTreeSet<String>>,
+    gangs: BTreeMap<GangKey, GangEntry>,
+    gang_keys: HashMap<GangId, GangKey>,
+    queues: HashMap<String, Arc<Queue>>,
+    priority_classes: HashMap<String, i32>,
+    requests: Vec<Request>,
+    /// Queue CRs already asked for, so a missing default queue is requested once.
+    requested_queues: BTreeSet<String>,
+    /// The caller's clock (milliseconds since the Unix epoch), set with [`Index::set_now`].
+    now: Millis,
+}
+
+fn ms(ts: Option<&Timestamp>) -> Millis {
+    ts.map(|t| t.as_millisecond().max(0) as Millis).unwrap_or(0)
+}
+
+fn object_ref(kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectRef {
+    ObjectRef {
+        kind,
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone(),
+    }
+}
+
+impl Index {
+    pub fn new(config: IndexConfig) -> Index {
+        Index {
+            config,
+            core: Cluster::new(),
+            nodes: HashMap::new(),
+            pods: HashMap::new(),
+            pods_by_name: HashMap::new(),
+            pods_on_unknown_nodes: HashMap::new(),
+            gangs: BTreeMap::new(),
+            gang_keys: HashMap::new(),
+            queues: HashMap::new(),
+            priority_classes: HashMap::new(),
+            requests: Vec::new(),
+            requested_queues: BTreeSet::new(),
+            now: 0,
+        }
+    }
+
+    /// Advances the clock that stamps binds and removals (time is passed in; the index reads no clock).
+    pub fn set_now(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+    }
+
+    /// What the controller should do, since the last call.
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
+    }
+
+    fn problem(&mut self, object: ObjectRef, reason: &'static str, message: String) {
+        self.requests.push(Request::Problem { object, reason, message });
+    }
+
+    pub fn pod(&self, uid: &str) -> Option<&PodEntry> {
+        self.pods.get(uid)
+    }
+
+    pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.pods_by_name.get(&(namespace.to_string(), name.to_string())).map(String::as_str)
+    }
+
+    pub fn gang(&self, key: &GangKey) -> Option<&GangEntry> {
+        self.gangs.get(key)
+    }
+
+    pub fn gangs(&self) -> impl Iterator<Item = &GangEntry> {
+        self.gangs.values()
+    }
+
+    pub fn gang_key(&self, id: GangId) -> Option<&GangKey> {
+        self.gang_keys.get(&id)
+    }
+
+    pub fn node_name(&self, id: NodeId) -> Option<&str> {
+        self.core.node(id).map(|n| n.spec.name.as_str())
+    }
+
+    /// Counts of cached objects by kind (for metrics).
+    pub fn cache_sizes(&self) -> [(&'static str, usize); 4] {
+        [
+            ("nodes", self.nodes.len()),
+            ("pods", self.pods.len()),
+            ("gangs", self.gangs.len()),
+            ("queues", self.queues.len()),
+        ]
+    }
+
+    // ----- nodes -----
+
+    pub fn apply_node(&mut self, node: Arc<Node>) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let spec = match convert::node_spec(&node, &self.core.resources) {
+            Ok(spec) => spec,
+            Err(e) => return self.problem(object_ref("Node", &node.metadata), "MalformedNode", e.to_string()),
+        };
+        let known = self.core.node_id(&name);
+        match known {
+            Some(id) => {
+                let _ = self.core.update_node(id, spec);
+            }
+            None => {
+                let _ = self.core.add_node(spec);
+            }
+        }
+        self.nodes.insert(name.clone(), node);
+        if known.is_none() {
+            // Pods that were bound to this node before we saw it now count.
+            for uid in self.pods_on_unknown_nodes.remove(&name).unwrap_or_default() {
+                self.rebind_pod(&uid);
+            }
+        }
+    }
+
+    pub fn delete_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+        if let Some(id) = self.core.node_id(name) {
+            let _ = self.core.remove_node(id);
+        }
+    }
+
+    /// Re-parses every node (a new extended resource became known, so allocatable gains a slot).
+    fn reparse_nodes(&mut self) {
+        let nodes: Vec<Arc<Node>> = self.nodes.values().cloned().collect();
+        for n in nodes {
+            self.apply_node(n);
+        }
+    }
+
+    // ----- queues and priority classes -----
+
+    pub fn apply_queue(&mut self, queue: Arc<Queue>) {
+        let name = queue.metadata.name.clone().unwrap_or_default();
+        match convert::queue_spec(&queue, &mut self.core.resources) {
+            Ok(spec) => {
+                self.core.upsert_queue(spec);
+                self.queues.insert(name.clone(), queue);
+                self.retry_gangs_waiting_for_queue(&name);
+            }
+            Err(e) => self.problem(object_ref("Queue", &queue.metadata), "MalformedQueue", e.to_string()),
+        }
+    }
+
+    pub fn delete_queue(&mut self, name: &str) {
+        self.queues.remove(name);
+        if let Some(id) = self.core.queue_id(name)
+            && self.core.remove_queue(id).is_err()
+        {
+            // Gangs still live in it: it admits nothing new until they are gone.
+            let mut spec = self.core.queue(id).expect("live queue").spec.clone();
+            spec.open = false;
+            self.core.upsert_queue(spec);
+        }
+    }
+
+    pub fn apply_priority_class(&mut self, pc: &PriorityClass) {
+        if let Some(name) = &pc.metadata.name {
+            self.priority_classes.insert(name.clone(), pc.value);
+        }
+    }
+
+    pub fn delete_priority_class(&mut self, name: &str) {
+        self.priority_classes.remove(name);
+    }
+
+    /// The core queue for `name`, creating the default queue on first use.
+    fn queue_for(&mut self, name: &str) -> Option<QueueId> {
+        if let Some(id) = self.core.queue_id(name) {
+            return Some(id);
+        }
+        if name != self.config.default_queue {
+            return None;
+        }
+        let id = self.core.upsert_queue(QueueSpec::new(name, 1));
+        if self.requested_queues.insert(name.to_string()) && !self.queues.contains_key(name) {
+            // Deserialising an empty spec applies the CRD's defaults (weight 1, reclaimable, Open).
+            let spec: api::QueueSpec =
+                serde_json::from_value(serde_json::json!({})).expect("every field has a default");
+            let q = Queue::new(name, spec);
+            self.requests.push(Request::CreateQueue(Box::new(q)));
+        }
+        Some(id)
+    }
+
+    fn retry_gangs_waiting_for_queue(&mut self, queue: &str) {
+        let waiting: Vec<Arc<PodGroup>> = self
+            .gangs
+            .values()
+            .filter(|g| g.id.is_none())
+            .filter_map(|g| g.podgroup.clone())
+            .filter(|pg| self.queue_name_of(pg) == queue)
+            .collect();
+        for pg in waiting {
+            self.apply_podgroup(pg);
+        }
+    }
+
+    fn queue_name_of(&self, pg: &PodGroup) -> String {
+        if pg.spec.queue.is_empty() { self.config.default_queue.clone() } else { pg.spec.queue.clone() }
+    }
+
+    fn priority_of(&self, class: Option<&str>, explicit: Option<i32>) -> i32 {
+        explicit.or_else(|| class.and_then(|c| self.priority_classes.get(c).copied())).unwrap_or(0)
+    }
+
+    // ----- podgroups -----
+
+    /// A PodGroup was created or changed.
+    pub fn apply_podgroup(&mut self, pg: Arc<PodGroup>) {
+        let now = self.now;
+        let namespace = pg.metadata.namespace.clone().unwrap_or_default();
+        let name = pg.metadata.name.clone().unwrap_or_default();
+        let key = GangKey::PodGroup { namespace: namespace.clone(), name: name.clone() };
+        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry {
+            key: key.clone(),
+            id: None,
+            podgroup: None,
+            spark_driver: None,
+            waiting: None,
+            waiting_pods: BTreeMap::new(),
+            succeeded: 0,
+            failed: 0,
+        });
+        entry.podgroup = Some(pg.clone());
+        if entry.spark_driver.is_some() {
+            // muster's own PodGroup for a Spark driver, echoed back by the watch: the gang is already defined.
+            return;
+        }
+        let templates = match convert::podgroup_templates(&pg, &mut self.core.resources) {
+            Ok(t) => t,
+            Err(e) => {
+                let message = e.to_string();
+                self.gangs.get_mut(&key).expect("just inserted").waiting = Some(message.clone());
+                return self.problem(object_ref("PodGroup", &pg.metadata), "MalformedPodGroup", message);
+            }
+        };
+        let queue_name = self.queue_name_of(&pg);
+        let Some(queue) = self.queue_for(&queue_name) else {
+            self.gangs.get_mut(&key).expect("entry").waiting = Some(format!("queue {queue_name:?} does not exist"));
+            return;
+        };
+        let priority = self.priority_of(pg.spec.priority_class_name.as_deref(), None);
+        let created = ms(pg.metadata.creation_timestamp.as_ref().map(|t| &t.0));
+        let existing = self.gangs[&key].id;
+        if templates.is_empty() {
+            // Volcano style: no templates; the shapes come from the first minMember pods (see resolve_gang).
+            let entry = self.gangs.get_mut(&key).expect("entry");
+            if existing.is_none() {
+                let need = pg.spec.min_member.unwrap_or(1).max(1);
+                entry.waiting = Some(format!(
+                    "waiting for {need} member pods to exist (the PodGroup declares no memberTemplates, so their shapes \
+                     come from the pods)"
+                ));
+            }
+            self.retry_waiting_pods(&key);
+            return;
+        }
+        let spec = GangSpec { name: format!("{namespace}/{name}"), queue, priority, created, templates };
+        match existing {
+            Some(id) => {
+                if let Err(e) = self.core.update_gang(id, spec) {
+                    self.problem(object_ref("PodGroup", &pg.metadata), "PodGroupChangeRejected", e.to_string());
+                }
+            }
+            None => match self.core.add_gang(spec) {
+                Ok(id) => {
+                    let entry = self.gangs.get_mut(&key).expect("entry");
+                    entry.id = Some(id);
+                    entry.waiting = None;
+                    self.gang_keys.insert(id, key.clone());
+                    self.restore(id, &pg, now);
+                    self.retry_waiting_pods(&key);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    self.gangs.get_mut(&key).expect("entry").waiting = Some(message.clone());
+                    self.problem(object_ref("PodGroup", &pg.metadata), "MalformedPodGroup", message);
+                }
+            },
+        }
+    }
+
+    /// Restores the reservations a previous muster recorded in the PodGroup's status (restart).
+    fn restore(&mut self, id: GangId, pg: &PodGroup, now: Millis) {
+        let Some(status) = &pg.status else { return };
+        let admitted = matches!(status.phase, Some(PodGroupPhase::Inqueue) | Some(PodGroupPhase::Running));
+        let current = status.observed_generation.is_none() || status.observed_generation == pg.metadata.generation;
+        if !admitted || !current || status.admitted_at.is_none() {
+            return;
+        }
+        let gang = self.core.gang(id).expect("live gang");
+        let mut slots = Vec::new();
+        for r in &status.reservations {
+            let template = gang.spec.templates.iter().position(|t| t.name == r.template);
+            if let (Some(t), Some(node)) = (template, self.core.node_id(&r.node)) {
+                slots.extend(std::iter::repeat_n((t as u16, node), r.count.max(0) as usize));
+            }
+        }
+        let admitted_at = ms(status.admitted_at.as_ref().map(|t| &t.0));
+        let _ = self.core.restore_admission(id, &slots, admitted_at, now);
+    }
+
+    pub fn delete_podgroup(&mut self, namespace: &str, name: &str) {
+        let key = GangKey::PodGroup { namespace: namespace.to_string(), name: name.to_string() };
+        let Some(entry) = self.gangs.get_mut(&key) else { return };
+        if entry.spark_driver.is_some() {
+            // An automatic gang lives as long as its driver; its PodGroup is only its public face.
+            entry.podgroup = None;
+            return;
+        }
+        let entry = self.gangs.remove(&key).expect("present");
+        if let Some(id) = entry.id {
+            self.gang_keys.remove(&id);
+            let members: Vec<PodId> = self.core.gang(id).map(|g| g.pods.clone()).unwrap_or_default();
+            let _ = self.core.remove_gang(id);
+            // Its pods are no longer gang members; pending ones wait for a PodGroup of that name again.
+            for p in members {
+                if let Some(uid) = self.uid_of(p) {
+                    let e = self.pods.get_mut(&uid).expect("indexed pod");
+                    e.gang = None;
+                    e.resource_version.clear(); // re-resolve at the next sight of the pod
+                    if e.node.is_none() {
+                        e.waiting = Some(format!("PodGroup {namespace}/{name} was deleted"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn uid_of(&self, pod: PodId) -> Option<String> {
+        let p = self.core.pod(pod)?;
+        let (ns, name) = p.spec.name.split_once('/')?;
+        self.pods_by_name.get(&(ns.to_string(), name.to_string())).cloned()
+    }
+
+    fn retry_waiting_pods(&mut self, key: &GangKey) {
+        let waiting = std::mem::take(&mut self.gangs.get_mut(key).expect("entry").waiting_pods);
+        for (_, pod) in waiting {
+            self.reapply(pod);
+        }
+    }
+
+    /// Applies a pod again although its resourceVersion is unchanged (what it depends on changed).
+    fn reapply(&mut self, pod: Arc<Pod>) {
+        if let Some(e) = pod.metadata.uid.as_ref().and_then(|uid| self.pods.get_mut(uid)) {
+            e.resource_version.clear();
+        }
+        self.apply_pod(pod);
+    }
+
+    // ----- pods -----
+
+    /// A pod was created or changed (or a filter call carried it).
+    pub fn apply_pod(&mut self, pod: Arc<Pod>) {
+        let now = self.now;
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return self.problem(object_ref("Pod", &pod.metadata), "MalformedPod", "pod has no metadata.uid".into());
+        };
+        let rv = pod.metadata.resource_version.clone().unwrap_or_default();
+        if self.pods.get(&uid).is_some_and(|e| !rv.is_empty() && e.resource_version == rv) {
+            return; // nothing new
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        if phase == "Succeeded" || phase == "Failed" {
+            let exit = if phase == "Succeeded" { PodExit::Succeeded } else { PodExit::Failed };
+            return self.remove_pod(&uid, exit, now);
+        }
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+        let managed =
+            pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()) == Some(self.config.scheduler_name.as_str());
+        if node.is_none() && !managed {
+            // Pending pods of other schedulers use nothing yet.
+            return self.remove_pod(&uid, PodExit::Deleted, now);
+        }
+        let known_resources = self.core.resources.len();
+        let request = match convert::pod_requests(&pod, &mut self.core.resources) {
+            Ok(r) => r,
+            Err(e) => return self.malformed_pod(&pod, &uid, e),
+        };
+        if self.core.resources.len() != known_resources {
+            self.reparse_nodes();
+        }
+        let priority = self.priority_of(
+            pod.spec.as_ref().and_then(|s| s.priority_class_name.as_deref()),
+            pod.spec.as_ref().and_then(|s| s.priority),
+        );
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+
+        // Membership, for muster's own pods that are not yet bound or already in a gang.
+        let (member, gang_key, waiting) = if managed {
+            match self.resolve_gang(&pod, &uid, &request, priority) {
+                Ok((id, t, key)) => (Some((id, t)), Some(key), None),
+                Err(reason) => (None, None, reason),
+            }
+        } else {
+            (None, None, None)
+        };
+
+        let entry = self.pods.get(&uid).cloned();
+        let core_id = entry.as_ref().and_then(|e| e.id);
+        let node_id = node.as_deref().and_then(|n| self.core.node_id(n));
+        if let Some(n) = node.as_deref()
+            && node_id.is_none()
+        {
+            self.pods_on_unknown_nodes.entry(n.to_string()).or_default().insert(uid.clone());
+        }
+        let same_membership = core_id.and_then(|id| self.core.pod(id)).is_some_and(|p| p.spec.member == member);
+        let id = match core_id {
+            Some(id) if same_membership => {
+                if let (Some(n), None) = (node_id, self.core.pod(id).and_then(|p| p.node)) {
+                    let _ = self.core.bind_pod(id, n, now);
+                }
+                Some(id)
+            }
+            _ => {
+                if let Some(old) = core_id {
+                    let _ = self.core.remove_pod(old, PodExit::Deleted, now);
+                }
+                if member.is_none() && node_id.is_none() {
+                    None // waiting outside the core, or bound to a node not seen yet
+                } else {
+                    let spec = PodSpec { name: format!("{namespace}/{name}"), request, member, priority };
+                    self.core.add_pod(spec, node_id, now).ok()
+                }
+            }
+        };
+        if let (Some(id), true) = (id, terminating) {
+            let _ = self.core.set_terminating(id);
+        }
+        if let Some(key) = &gang_key
+            && let Some(g) = self.gangs.get(key).and_then(|g| g.id)
+            && self.core.gang(g).is_some_and(|g| g.phase == GangPhase::Finished)
+            && node.is_none()
+        {
+            // A new member of a finished gang: a new wave (a Job's next pods, say).
+            let _ = self.core.requeue(g);
+        }
+        self.pods_by_name.insert((namespace.clone(), name.clone()), uid.clone());
+        self.pods.insert(
+            uid,
+            PodEntry {
+                namespace,
+                name,
+                resource_version: rv,
+                id,
+                gang: gang_key,
+                node,
+                managed,
+                request,
+                priority,
+                waiting,
+            },
+        );
+    }
+
+    fn malformed_pod(&mut self, pod: &Pod, uid: &str, e: ConvertError) {
+        self.problem(object_ref("Pod", &pod.metadata), "MalformedPod", e.to_string());
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.pods_by_name.insert((namespace.clone(), name.clone()), uid.to_string());
+        self.pods.insert(
+            uid.to_string(),
+            PodEntry {
+                namespace,
+                name,
+                resource_version: pod.metadata.resource_version.clone().unwrap_or_default(),
+                id: None,
+                gang: None,
+                node: None,
+                managed: true,
+                request: crate::core::Resources::ZERO,
+                priority: 0,
+                waiting: Some(format!("muster cannot read this pod: {e}")),
+            },
+        );
+    }
+
+    /// A pod bound to a node we had not seen: its usage counts now that the node exists.
+    fn rebind_pod(&mut self, uid: &str) {
+        let Some(e) = self.pods.get(uid).cloned() else { return };
+        let Some(node) = e.node.as_deref().and_then(|n| self.core.node_id(n)) else { return };
+        let now = self.now;
+        match e.id {
+            Some(id) => {
+                let _ = self.core.bind_pod(id, node, now);
+            }
+            None => {
+                let spec = PodSpec {
+                    name: format!("{}/{}", e.namespace, e.name),
+                    request: e.request,
+                    member: None,
+                    priority: e.priority,
+                };
+                let id = self.core.add_pod(spec, Some(node), now).ok();
+                self.pods.get_mut(uid).expect("entry").id = id;
+            }
+        }
+    }
+
+    /// The gang and template of a pod of muster's, creating the gang when the pod defines it.
+    fn resolve_gang(
+        &mut self,
+        pod: &Arc<Pod>,
+        uid: &str,
+        request: &crate::core::Resources,
+        priority: i32,
+    ) -> Result<(GangId, u16, GangKey), Option<String>> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let Some(gref) = convert::gang_key(pod) else {
+            return self.singleton(pod, &namespace, &name, request, priority);
+        };
+        let key = GangKey::PodGroup { namespace: gref.namespace.clone(), name: gref.name.clone() };
+        if let Some(id) = self.gangs.get(&key).and_then(|g| g.id) {
+            return self.member_of(id, pod, request).map(|t| (id, t, key));
+        }
+        let is_driver = pod.metadata.labels.as_ref().and_then(|l| l.get(names::SPARK_ROLE_LABEL)).map(String::as_str)
+            == Some(names::SPARK_ROLE_DRIVER);
+        let has_podgroup = self.gangs.get(&key).is_some_and(|g| g.podgroup.is_some());
+        if let (GangSource::SparkApp { .. }, true, false) = (&gref.source, is_driver, has_podgroup) {
+            return self.spark_gang(pod, uid, key, priority);
+        }
+        // Volcano style PodGroup without templates: shapes from the first minMember pods.
+        if let Some(pg) = self.gangs.get(&key).and_then(|g| g.podgroup.clone()) {
+            return self.form_from_pods(pg, key, uid, pod);
+        }
+        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry {
+            key: key.clone(),
+            id: None,
+            podgroup: None,
+            spark_driver: None,
+            waiting: None,
+            waiting_pods: BTreeMap::new(),
+            succeeded: 0,
+            failed: 0,
+        });
+        entry.waiting_pods.insert(uid.to_string(), pod.clone());
+        Err(Some(match gref.source {
+            GangSource::SparkApp { .. } => {
+                format!(
+                    "waiting for the Spark driver of PodGroup {}/{} (or that PodGroup) to appear",
+                    gref.namespace, gref.name
+                )
+            }
+            _ => format!("PodGroup {}/{} does not exist yet", gref.namespace, gref.name),
+        }))
+    }
+
+    /// Which template of gang `id` the pod is; members of an undeclared shape join as elastic members.
+    fn member_of(&mut self, id: GangId, pod: &Pod, request: &crate::core::Resources) -> Result<u16, Option<String>> {
+        let templates = &self.core.gang(id).expect("live gang").spec.templates;
+        if let Some(t) = convert::template_for_pod(pod, request, templates) {
+            return Ok(t);
+        }
+        let placement = convert::pod_placement(pod).map_err(|e| Some(e.to_string()))?;
+        let role = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(names::SPARK_ROLE_LABEL).or_else(|| l.get(names::MEMBER_TEMPLATE_KEY)))
+            .cloned()
+            .unwrap_or_else(|| format!("extra-{}", templates.len()));
+        // Same shape as an earlier undeclared member? Reuse its template.
+        if let Some(t) = templates.iter().position(|t| t.min == 0 && t.request == *request && t.placement == placement)
+        {
+            return Ok(t as u16);
+        }
+        let spec = TemplateSpec { name: role, request: *request, placement, min: 0, max: u32::MAX };
+        self.core.add_elastic_template(id, spec).map_err(|e| Some(e.to_string()))
+    }
+
+    fn singleton(
+        &mut self,
+        pod: &Pod,
+        namespace: &str,
+        name: &str,
+        request: &crate::core::Resources,
+        priority: i32,
+    ) -> Result<(GangId, u16, GangKey), Option<String>> {
+        let key = GangKey::Pod { namespace: namespace.to_string(), name: name.to_string() };
+        if let Some(id) = self.gangs.get(&key).and_then(|g| g.id) {
+            return Ok((id, 0, key));
+        }
+        let annotations = pod.metadata.annotations.as_ref();
+        let queue_name = annotations
+            .and_then(|a| a.get(names::QUEUE_ANNOTATION).or_else(|| a.get(names::VOLCANO_QUEUE_ANNOTATION)))
+            .cloned()
+            .unwrap_or_else(|| self.config.default_queue.clone());
+        let queue = self.queue_for(&queue_name).ok_or_else(|| Some(format!("queue {queue_name:?} does not exist")))?;
+        let placement = convert::pod_placement(pod).map_err(|e| Some(e.to_string()))?;
+        let spec = GangSpec {
+            name: format!("{namespace}/{name}"),
+            queue,
+            priority,
+            created: ms(pod.metadata.creation_timestamp.as_ref().map(|t| &t.0)),
+            templates: vec![TemplateSpec { name: "pod".into(), request: *request, placement, min: 1, max: 1 }],
+        };
+        let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
+        self.gang_keys.insert(id, key.clone());
+        self.gangs.insert(
+            key.clone(),
+            GangEntry {
+                key: key.clone(),
+                id: Some(id),
+                podgroup: None,
+                spark_driver: None,
+                waiting: None,
+                waiting_pods: BTreeMap::new(),
+                succeeded: 0,
+                failed: 0,
+            },
+        );
+        Ok((id, 0, key))
+    }
+
+    /// A Spark driver with no PodGroup: its automatic gang (driver + declared minimum executors), and a request
+    /// to create the PodGroup that shows it.
+    fn spark_gang(
+        &mut self,
+        driver: &Pod,
+        uid: &str,
+        key: GangKey,
+        priority: i32,
+    ) -> Result<(GangId, u16, GangKey), Option<String>> {
+        let GangKey::PodGroup { namespace, name } = key.clone() else { unreachable!("spark gangs are podgroups") };
+        let templates = convert::spark_driver_templates(driver, &mut self.core.resources).map_err(|e| {
+            let message = e.to_string();
+            self.problem(object_ref("Pod", &driver.metadata), "MalformedSparkDriver", message.clone());
+            Some(message)
+        })?;
+        let annotations = driver.metadata.annotations.as_ref();
+        let queue_name = annotations
+            .and_then(|a| a.get(names::QUEUE_ANNOTATION).or_else(|| a.get(names::VOLCANO_QUEUE_ANNOTATION)))
+            .cloned()
+            .unwrap_or_else(|| self.config.default_queue.clone());
+        let queue = self.queue_for(&queue_name).ok_or_else(|| Some(format!("queue {queue_name:?} does not exist")))?;
+        let spec = GangSpec {
+            name: format!("{namespace}/{name}"),
+            queue,
+            priority,
+            created: ms(driver.metadata.creation_timestamp.as_ref().map(|t| &t.0)),
+            templates: templates.clone(),
+        };
+        let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
+        self.gang_keys.insert(id, key.clone());
+        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry {
+            key: key.clone(),
+            id: None,
+            podgroup: None,
+            spark_driver: None,
+            waiting: None,
+            waiting_pods: BTreeMap::new(),
+            succeeded: 0,
+            failed: 0,
+        });
+        entry.id = Some(id);
+        entry.spark_driver = Some(uid.to_string());
+        entry.waiting = None;
+        let pg = self.spark_podgroup(driver, &namespace, &name, &queue_name, &templates);
+        self.requests.push(Request::CreatePodGroup(Box::new(pg)));
+        self.retry_waiting_pods(&key);
+        Ok((id, 0, key))
+    }
+
+    /// The PodGroup muster creates for a Spark driver: owned by the driver, its templates spelled out.
+    fn spark_podgroup(
+        &self,
+        driver: &Pod,
+        namespace: &str,
+        name: &str,
+        queue: &str,
+        templates: &[TemplateSpec],
+    ) -> PodGroup {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let spec: api::PodGroupSpec = serde_json::from_value(serde_json::json!({})).expect("every field has a default");
+        let mut pg = PodGroup::new(name, spec);
+        pg.metadata.namespace = Some(namespace.to_string());
+        pg.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: driver.metadata.name.clone().unwrap_or_default(),
+            uid: driver.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(false),
+            block_owner_deletion: None,
+        }]);
+        pg.spec.queue = queue.to_string();
+        pg.spec.min_member = Some(templates.iter().map(|t| t.min as i32).sum());
+        pg.spec.member_templates = templates
+            .iter()
+            .map(|t| api::MemberTemplate {
+                name: t.name.clone(),
+                min_member: t.min as i32,
+                max_member: (t.max != u32::MAX).then_some(t.max as i32),
+                resources: self
+                    .core
+                    .resources
+                    .render(&t.request)
+                    .into_iter()
+                    .filter(|(k, _)| k != "pods")
+                    .map(|(k, v)| (k, k8s_openapi::apimachinery::pkg::api::resource::Quantity(v)))
+                    .collect(),
+                node_selector: t.placement.node_selector.clone(),
+                tolerations: convert::tolerations_to_k8s(&t.placement.tolerations),
+                affinity: None,
+            })
+            .collect();
+        pg
+    }
+
+    /// Volcano-style PodGroup (no memberTemplates): once minMember pods exist, their shapes become the templates.
+    fn form_from_pods(
+        &mut self,
+        pg: Arc<PodGroup>,
+        key: GangKey,
+        uid: &str,
+        pod: &Arc<Pod>,
+    ) -> Result<(GangId, u16, GangKey), Option<String>> {
+        let need = pg.spec.min_member.unwrap_or(1).max(1) as usize;
+        let entry = self.gangs.get_mut(&key).expect("entry");
+        entry.waiting_pods.insert(uid.to_string(), pod.clone());
+        if entry.waiting_pods.len() < need {
+            let have = entry.waiting_pods.len();
+            return Err(Some(format!(
+                "{have} of minMember {need} pods exist (the PodGroup declares no memberTemplates, so muster learns \
+                 the members' shapes from the pods)"
+            )));
+        }
+        let pods: Vec<Arc<Pod>> = entry.waiting_pods.values().cloned().collect();
+        let mut templates: Vec<TemplateSpec> = Vec::new();
+        for p in pods.iter().take(need) {
+            let request = convert::pod_requests(p, &mut self.core.resources).map_err(|e| Some(e.to_string()))?;
+            let placement = convert::pod_placement(p).map_err(|e| Some(e.to_string()))?;
+            match templates.iter_mut().find(|t| t.request == request && t.placement == placement) {
+                Some(t) => {
+                    t.min += 1;
+                }
+                None => templates.push(TemplateSpec {
+                    name: format!("shape-{}", templates.len()),
+                    request,
+                    placement,
+                    min: 1,
+                    max: u32::MAX,
+                }),
+            }
+        }
+        let queue_name = self.queue_name_of(&pg);
+        let queue = self.queue_for(&queue_name).ok_or_else(|| Some(format!("queue {queue_name:?} does not exist")))?;
+        let priority = self.priority_of(pg.spec.priority_class_name.as_deref(), None);
+        let created = ms(pg.metadata.creation_timestamp.as_ref().map(|t| &t.0));
+        let GangKey::PodGroup { namespace, name } = &key else { unreachable!() };
+        let spec = GangSpec { name: format!("{namespace}/{name}"), queue, priority, created, templates };
+        let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
+        self.gang_keys.insert(id, key.clone());
+        let entry = self.gangs.get_mut(&key).expect("entry");
+        entry.id = Some(id);
+        entry.waiting = None;
+        let waiting = std::mem::take(&mut entry.waiting_pods);
+        // This pod is applied by our caller; the others now resolve into the gang.
+        for (other, p) in waiting {
+            if other != uid {
+                self.reapply(p);
+            }
+        }
+        let request = convert::pod_requests(pod, &mut self.core.resources).map_err(|e| Some(e.to_string()))?;
+        let t = self.member_of(id, pod, &request)?;
+        Ok((id, t, key))
+    }
+
+    /// A pod was deleted.
+    pub fn delete_pod(&mut self, uid: &str) {
+        self.remove_pod(uid, PodExit::Deleted, self.now);
+    }
+
+    fn remove_pod(&mut self, uid: &str, exit: PodExit, now: Millis) {
+        for waiting in self.gangs.values_mut() {
+            waiting.waiting_pods.remove(uid);
+        }
+        let Some(entry) = self.pods.remove(uid) else { return };
+        self.pods_by_name.remove(&(entry.namespace.clone(), entry.name.clone()));
+        if let Some(n) = &entry.node
+            && let Some(set) = self.pods_on_unknown_nodes.get_mut(n)
+        {
+            set.remove(uid);
+        }
+        if let Some(id) = entry.id {
+            let _ = self.core.remove_pod(id, exit, now);
+        }
+        let Some(key) = entry.gang else { return };
+        let Some(gang) = self.gangs.get_mut(&key) else { return };
+        match exit {
+            PodExit::Succeeded => gang.succeeded += 1,
+            PodExit::Failed => gang.failed += 1,
+            PodExit::Deleted => {}
+        }
+        let ends_gang = match &key {
+            GangKey::Pod { .. } => true,
+            GangKey::PodGroup { .. } => gang.spark_driver.as_deref() == Some(uid),
+        };
+        if ends_gang {
+            // A gang of one, or a Spark application whose driver is gone.
+            let gang = self.gangs.remove(&key).expect("present");
+            if let Some(id) = gang.id {
+                self.gang_keys.remove(&id);
+                let _ = self.core.remove_gang(id);
+            }
+            if let (Some(pg), GangKey::PodGroup { .. }) = (gang.podgroup, &key) {
+                // Keep the PodGroup visible (its status records the end) but out of the core.
+                self.gangs.insert(
+                    key.clone(),
+                    GangEntry {
+                        key,
+                        id: None,
+                        podgroup: Some(pg),
+                        spark_driver: None,
+                        waiting: Some("its Spark driver is gone".into()),
+                        waiting_pods: BTreeMap::new(),
+                        succeeded: gang.succeeded,
+                        failed: gang.failed,
+                    },
+                );
+            }
+            return;
+        }
+        // A PodGroup whose members have all finished (some succeeded) is done until new members come.
+        if exit == PodExit::Succeeded
+            && let Some(id) = gang.id
+            && self.core.gang(id).is_some_and(|g| g.pods.is_empty())
+        {
+            let _ = self.core.finish_gang(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! The index fed with objects, no API server: membership, waiting reasons, Spark automatic gangs, restore,
+//! malformed objects.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::json;
+
+use super::*;
+use crate::core::{GangPhase, NodeSet, Policy};
+
+fn index() -> Index {
+    let mut i = Index::new(IndexConfig { scheduler_name: "muster".into(), default_queue: "default".into() });
+    i.set_now(1_000);
+    i
+}
+
+fn node(name: &str, cpu: &str, memory: &str) -> Arc<Node> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}}
+        }))
+        .unwrap(),
+    )
+}
+
+fn pod(name: &str, uid: &str, cpu: &str, labels: serde_json::Value, annotations: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": "1",
+                     "labels": labels, "annotations": annotations,
+                     "creationTimestamp": "2026-11-26T10:00:00Z"},
+        "spec": {"schedulerName": "muster",
+                 "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}]}
+    }))
+    .unwrap()
+}
+
+fn podgroup(name: &str, templates: serde_json::Value) -> Arc<PodGroup> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "scheduling.muster.dev/v1alpha1", "kind": "PodGroup",
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("pg-{name}"), "generation": 1,
+                         "creationTimestamp": "2026-11-26T09:00:00Z"},
+            "spec": {"memberTemplates": templates}
+        }))
+        .unwrap(),
+    )
+}
+
+fn key(name: &str) -> GangKey {
+    GangKey::PodGroup { namespace: "ns".into(), name: name.into() }
+}
+
+#[test]
+fn a_pod_waits_for_its_podgroup_then_joins_it() {
+    let mut i = index();
+    i.apply_node(node("n1", "8", "32Gi"));
+    i.apply_pod(Arc::new(pod("w-0", "u0", "1", json!({"muster.dev/pod-group": "job"}), json!({}))));
+    let entry = i.pod("u0").unwrap();
+    assert!(entry.waiting.as_deref().unwrap().contains("PodGroup ns/job does not exist yet"), "{entry:?}");
+    assert!(entry.id.is_none());
+
+    i.apply_podgroup(podgroup(
+        "job",
+        json!([{"name": "w", "minMember": 2, "resources": {"cpu": "1", "memory": "1Gi"}}]),
+    ));
+    let gang = i.gang(&key("job")).unwrap();
+    let id = gang.id.expect("gang in the core");
+    assert!(i.pod("u0").unwrap().waiting.is_none());
+    assert_eq!(i.core.gang(id).unwrap().pods.len(), 1, "the waiting pod joined");
+    let requests = i.take_requests();
+    assert!(
+        requests.iter().any(|r| matches!(r, Request::CreateQueue(q) if q.metadata.name.as_deref() == Some("default")))
+    );
+
+    // Admission reserves both members; the pod is directed to its slot.
+    let out = i.core.run_cycle(2_000, &Policy::default());
+    assert_eq!(out.admitted, vec![id]);
+    let all = NodeSet::new(i.core.nodes().map(|(n, _)| n).collect::<Vec<_>>());
+    let pod_id = i.pod("u0").unwrap().id.unwrap();
+    assert!(i.core.place(pod_id, &all, 2_001).is_ok());
+}
+
+#[test]
+fn pods_without_a_group_are_gangs_of_one_in_their_queue() {
+    let mut i = index();
+    i.apply_node(node("n1", "8", "32Gi"));
+    i.apply_queue(Arc::new(
+        serde_json::from_value(json!({"metadata": {"name": "team"}, "spec": {"weight": 3}})).unwrap(),
+    ));
+    i.apply_pod(Arc::new(pod("solo", "u1", "500m", json!({}), json!({"muster.dev/queue": "team"}))));
+    let entry = i.pod("u1").unwrap();
+    let gang = i.gang(entry.gang.as_ref().unwrap()).unwrap();
+    let core_gang = i.core.gang(gang.id.unwrap()).unwrap();
+    assert_eq!(i.core.queue(core_gang.spec.queue).unwrap().spec.name, "team");
+    assert_eq!(core_gang.spec.templates[0].min, 1);
+    // The pod goes: so does its gang.
+    i.delete_pod("u1");
+    assert_eq!(i.core.gang_count(), 0);
+}
+
+#[test]
+fn a_spark_driver_becomes_a_gang_with_its_declared_executors() {
+    let mut i = index();
+    i.apply_node(node("n1", "16", "64Gi"));
+    let labels = json!({"spark-app-selector": "spark-abc123", "spark-role": "driver"});
+    let annotations = json!({
+        "muster.dev/min-executors": "2",
+        "muster.dev/max-executors": "4",
+        "muster.dev/executor-resources": "{\"cpu\":\"2\",\"memory\":\"5Gi\"}"
+    });
+    // An executor seen before its driver waits; the driver defines the gang.
+    let exec_labels = json!({"spark-app-selector": "spark-abc123", "spark-role": "executor", "spark-exec-id": "1"});
+    let mut exec = pod("exec-1", "e1", "2", exec_labels, json!({}));
+    exec.spec.as_mut().unwrap().containers[0]
+        .resources
+        .as_mut()
+        .unwrap()
+        .requests
+        .as_mut()
+        .unwrap()
+        .insert("memory".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("5Gi".into()));
+    i.apply_pod(Arc::new(exec));
+    assert!(i.pod("e1").unwrap().waiting.is_some());
+    i.apply_pod(Arc::new(pod("driver", "d1", "1", labels, annotations)));
+
+    let k = key(&convert::spark_pod_group_name("spark-abc123"));
+    let gang = i.gang(&k).expect("automatic gang");
+    let core_gang = i.core.gang(gang.id.unwrap()).unwrap();
+    let mins: Vec<_> = core_gang.spec.templates.iter().map(|t| (t.name.as_str(), t.min, t.max)).collect();
+    assert_eq!(mins, vec![("driver", 1, 1), ("executor", 2, 4)]);
+    assert!(i.pod("e1").unwrap().waiting.is_none(), "the executor joined once the driver came");
+    let created: Vec<_> = i
+        .take_requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            Request::CreatePodGroup(pg) => Some(pg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].metadata.owner_references.as_ref().unwrap()[0].uid, "d1");
+    assert_eq!(created[0].spec.min_member, Some(3));
+
+    // The driver ends: the application's gang goes with it.
+    let mut done =
+        pod("driver", "d1", "1", json!({"spark-app-selector": "spark-abc123", "spark-role": "driver"}), json!({}));
+    done.metadata.resource_version = Some("2".into());
+    done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
+    i.apply_pod(Arc::new(done));
+    assert_eq!(i.core.gang_count(), 0);
+}
+
+#[test]
+fn a_restart_restores_recorded_reservations() {
+    let mut i = index();
+    i.apply_node(node("n1", "4", "16Gi"));
+    i.apply_node(node("n2", "4", "16Gi"));
+    let mut pg =
+        (*podgroup("job", json!([{"name": "w", "minMember": 3, "resources": {"cpu": "2", "memory": "1Gi"}}]))).clone();
+    pg.status = Some(
+        serde_json::from_value(json!({
+            "phase": "Inqueue", "observedGeneration": 1, "admittedAt": "2026-11-26T09:30:00Z",
+            "reservations": [{"template": "w", "node": "n1", "count": 2}, {"template": "w", "node": "n2", "count": 1}]
+        }))
+        .unwrap(),
+    );
+    i.apply_podgroup(Arc::new(pg));
+    let id = i.gang(&key("job")).unwrap().id.unwrap();
+    let gang = i.core.gang(id).unwrap();
+    assert_eq!(gang.phase, GangPhase::Admitted);
+    let n1 = i.core.node_id("n1").unwrap();
+    assert_eq!(gang.slots.iter().filter(|s| s.node == n1).count(), 2);
+    // The restored reservation is respected: a newcomer cannot take n1's reserved capacity.
+    i.apply_pod(Arc::new(pod("other", "o1", "2", json!({}), json!({}))));
+    i.core.run_cycle(2_000, &Policy::default());
+    i.core.check_invariants().unwrap();
+}
+
+#[test]
+fn malformed_objects_are_skipped_with_a_problem() {
+    let mut i = index();
+    let bad: Node =
+        serde_json::from_value(json!({"metadata": {"name": "bad"}, "status": {"allocatable": {"cpu": "lots"}}}))
+            .unwrap();
+    i.apply_node(Arc::new(bad));
+    assert_eq!(i.core.node_count(), 0);
+    let bad_pod = pod("p", "u9", "-1", json!({}), json!({}));
+    i.apply_pod(Arc::new(bad_pod));
+    let problems: Vec<_> = i
+        .take_requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            Request::Problem { object, reason, message } => Some((object.kind, reason, message)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].2.contains("lots"));
+    assert!(i.pod("u9").unwrap().waiting.as_deref().unwrap().contains("cannot read"));
+}
+
+#[test]
+fn foreign_pods_count_as_usage_even_before_their_node_is_seen() {
+    let mut i = index();
+    let mut p = pod("f", "f1", "3", json!({}), json!({}));
+    p.spec.as_mut().unwrap().scheduler_name = Some("default-scheduler".into());
+    p.spec.as_mut().unwrap().node_name = Some("n1".into());
+    i.apply_pod(Arc::new(p));
+    i.apply_node(node("n1", "4", "16Gi"));
+    let n1 = i.core.node_id("n1").unwrap();
+    assert_eq!(i.core.node(n1).unwrap().used.get(0), 3000);
+}
