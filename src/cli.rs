@@ -26,6 +26,8 @@ pub struct Args {
 pub enum Command {
     /// Replay a workload trace through muster's core with a simulated clock and report what it decided.
     Simulate(SimulateArgs),
+    /// Run the scheduler extender and the PodGroup/Queue controller against a cluster.
+    Serve(crate::serve::ServeArgs),
     /// Print the CustomResourceDefinitions (Queue, PodGroup) as YAML.
     Crds,
 }

@@ -6,6 +6,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Command::Simulate(a) => run_simulate(a),
+        Command::Serve(a) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(muster::serve::run(a))
+        }
         Command::Crds => {
             print!("{}", muster::api::crds_yaml());
             Ok(())

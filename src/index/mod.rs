@@ -888,6 +888,18 @@ impl Index {
         Ok((id, t, key))
     }
 
+    /// Records a bind muster just made, before the watch reports it (kube-scheduler's "assume").
+    pub fn assume_bound(&mut self, namespace: &str, name: &str, node: &str) {
+        let Some(uid) = self.pods_by_name.get(&(namespace.to_string(), name.to_string())).cloned() else { return };
+        let now = self.now;
+        let node_id = self.core.node_id(node);
+        let Some(entry) = self.pods.get_mut(&uid) else { return };
+        entry.node = Some(node.to_string());
+        if let (Some(id), Some(n)) = (entry.id, node_id) {
+            let _ = self.core.bind_pod(id, n, now);
+        }
+    }
+
     /// A pod was deleted.
     pub fn delete_pod(&mut self, uid: &str) {
         self.remove_pod(uid, PodExit::Deleted, self.now);

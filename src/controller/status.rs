@@ -1,0 +1,119 @@
+//! PodGroup and Queue status as the model sees them. Pure: the status writer compares these with what it last
+//! wrote and patches only the differences, so writes are idempotent.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{
+    ConditionStatus, ObservedQueueState, PodGroupCondition, PodGroupPhase, PodGroupStatus, QueueStatus, Reservation,
+};
+use crate::core::{GangPhase, PodRole, Resources};
+use crate::index::{GangKey, Index};
+
+fn quantities(index: &Index, r: &Resources) -> BTreeMap<String, Quantity> {
+    index.core.resources.render(r).into_iter().map(|(k, v)| (k, Quantity(v))).collect()
+}
+
+/// Status of every PodGroup muster knows, keyed by (namespace, name), as JSON ready for a merge patch.
+pub fn podgroup_statuses(index: &Index) -> Vec<((String, String), serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in index.gangs() {
+        let (GangKey::PodGroup { namespace, name }, Some(pg)) = (&entry.key, &entry.podgroup) else { continue };
+        let mut status = PodGroupStatus {
+            observed_generation: pg.metadata.generation,
+            succeeded: entry.succeeded as i32,
+            failed: entry.failed as i32,
+            ..PodGroupStatus::default()
+        };
+        match entry.id.and_then(|id| index.core.gang(id)) {
+            None => {
+                status.phase =
+                    Some(if entry.succeeded > 0 { PodGroupPhase::Completed } else { PodGroupPhase::Pending });
+                if let Some(w) = &entry.waiting {
+                    status.conditions.push(condition(ConditionStatus::True, "Waiting", w));
+                }
+            }
+            Some(gang) => {
+                status.phase = Some(match gang.phase {
+                    GangPhase::Pending => PodGroupPhase::Pending,
+                    GangPhase::Admitted => PodGroupPhase::Inqueue,
+                    GangPhase::Running => PodGroupPhase::Running,
+                    GangPhase::Expired => PodGroupPhase::Expired,
+                    GangPhase::Finished => PodGroupPhase::Completed,
+                });
+                status.running = gang
+                    .pods
+                    .iter()
+                    .filter(|p| index.core.pod(**p).is_some_and(|p| p.node.is_some() && p.role != PodRole::Foreign))
+                    .count() as i32;
+                status.admitted_at =
+                    gang.admitted_at.and_then(|ms| Timestamp::from_millisecond(ms as i64).ok()).map(Time);
+                let mut by_slot: BTreeMap<(String, String), i32> = BTreeMap::new();
+                for s in &gang.slots {
+                    let template = gang.spec.templates[s.template as usize].name.clone();
+                    let node = index.node_name(s.node).unwrap_or_default().to_string();
+                    *by_slot.entry((template, node)).or_default() += 1;
+                }
+                status.reservations = by_slot
+                    .into_iter()
+                    .map(|((template, node), count)| Reservation { template, node, count })
+                    .collect();
+                match (&gang.reason, gang.phase) {
+                    (Some(reason), GangPhase::Pending) => {
+                        status.conditions.push(condition(ConditionStatus::True, reason.code(), &reason.message()))
+                    }
+                    (_, GangPhase::Admitted | GangPhase::Running) => status.conditions.push(condition(
+                        ConditionStatus::False,
+                        "Admitted",
+                        "every minimum member is bound or has capacity reserved",
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        let value = serde_json::to_value(&status).expect("status serialises");
+        out.push(((namespace.clone(), name.clone()), value));
+    }
+    out
+}
+
+fn condition(status: ConditionStatus, reason: &str, message: &str) -> PodGroupCondition {
+    PodGroupCondition {
+        type_: "Unschedulable".into(),
+        status,
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: None,
+    }
+}
+
+/// Status of every Queue object, keyed by name.
+pub fn queue_statuses(index: &Index) -> Vec<(String, serde_json::Value)> {
+    let core = &index.core;
+    let mut out = Vec::new();
+    for (_, q) in core.queues() {
+        let mut status = QueueStatus {
+            deserved: quantities(index, &q.deserved),
+            allocated: quantities(index, &q.allocated),
+            ..QueueStatus::default()
+        };
+        for g in q.gangs.iter().filter_map(|g| core.gang(*g)) {
+            match g.phase {
+                GangPhase::Pending | GangPhase::Expired => status.pending += 1,
+                GangPhase::Admitted => status.inqueue += 1,
+                GangPhase::Running => status.running += 1,
+                GangPhase::Finished => {}
+            }
+        }
+        status.state = Some(match (q.spec.open, status.inqueue + status.running) {
+            (true, _) => ObservedQueueState::Open,
+            (false, 0) => ObservedQueueState::Closed,
+            (false, _) => ObservedQueueState::Closing,
+        });
+        out.push((q.spec.name.clone(), serde_json::to_value(&status).expect("status serialises")));
+    }
+    out
+}

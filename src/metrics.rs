@@ -1,0 +1,131 @@
+//! Prometheus metrics of `muster serve` (all prefixed `muster_`), rendered at `GET /metrics`.
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::core::GangPhase;
+use crate::core::quantity::{Unit, format_amount};
+use crate::index::Index;
+
+pub struct Metrics {
+    registry: Registry,
+    pub queue_deserved: GaugeVec,
+    pub queue_allocated: GaugeVec,
+    pub queue_pending_gangs: IntGaugeVec,
+    pub admission_wait: Histogram,
+    pub extender_latency: HistogramVec,
+    pub reservations: IntGauge,
+    pub reclaim_evictions: IntCounter,
+    pub cache_objects: IntGaugeVec,
+    pub cycles: IntCounter,
+    pub cycle_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let resource = ["queue", "resource"];
+        let m = Metrics {
+            queue_deserved: GaugeVec::new(
+                Opts::new("muster_queue_deserved", "Deserved share of a queue (cpu in cores, others in units)"),
+                &resource,
+            )
+            .expect("valid metric"),
+            queue_allocated: GaugeVec::new(
+                Opts::new("muster_queue_allocated", "Requests of a queue's bound members plus its reservations"),
+                &resource,
+            )
+            .expect("valid metric"),
+            queue_pending_gangs: IntGaugeVec::new(
+                Opts::new("muster_queue_pending_gangs", "Gangs of a queue waiting for admission"),
+                &["queue"],
+            )
+            .expect("valid metric"),
+            admission_wait: Histogram::with_opts(
+                HistogramOpts::new("muster_admission_wait_seconds", "From a gang's creation to its admission")
+                    .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
+            )
+            .expect("valid metric"),
+            extender_latency: HistogramVec::new(
+                HistogramOpts::new("muster_extender_request_duration_seconds", "Extender request latency by verb")
+                    .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0]),
+                &["verb"],
+            )
+            .expect("valid metric"),
+            reservations: IntGauge::new("muster_reservations", "Reserved member slots not yet consumed by a bind")
+                .expect("valid metric"),
+            reclaim_evictions: IntCounter::new("muster_reclaim_evictions_total", "Pods evicted to reclaim capacity")
+                .expect("valid metric"),
+            cache_objects: IntGaugeVec::new(Opts::new("muster_cache_objects", "Objects in muster's cache"), &["kind"])
+                .expect("valid metric"),
+            cycles: IntCounter::new("muster_admission_cycles_total", "Admission cycles run").expect("valid metric"),
+            cycle_duration: Histogram::with_opts(
+                HistogramOpts::new("muster_admission_cycle_duration_seconds", "Duration of an admission cycle")
+                    .buckets(vec![0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0]),
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        for c in [
+            Box::new(m.queue_deserved.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.queue_allocated.clone()),
+            Box::new(m.queue_pending_gangs.clone()),
+            Box::new(m.admission_wait.clone()),
+            Box::new(m.extender_latency.clone()),
+            Box::new(m.reservations.clone()),
+            Box::new(m.reclaim_evictions.clone()),
+            Box::new(m.cache_objects.clone()),
+            Box::new(m.cycles.clone()),
+            Box::new(m.cycle_duration.clone()),
+        ] {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        m
+    }
+
+    /// Refreshes the gauges that mirror the model.
+    pub fn observe(&self, index: &Index) {
+        let core = &index.core;
+        self.queue_deserved.reset();
+        self.queue_allocated.reset();
+        self.queue_pending_gangs.reset();
+        for (_, q) in core.queues() {
+            for slot in 0..core.resources.len() {
+                let name = core.resources.name(slot);
+                let value = |v: u64| if Unit::for_resource(name) == Unit::Milli { v as f64 / 1000.0 } else { v as f64 };
+                if q.deserved.get(slot) != 0 {
+                    self.queue_deserved.with_label_values(&[&q.spec.name, name]).set(value(q.deserved.get(slot)));
+                }
+                if q.allocated.get(slot) != 0 {
+                    self.queue_allocated.with_label_values(&[&q.spec.name, name]).set(value(q.allocated.get(slot)));
+                }
+            }
+            let pending =
+                q.gangs.iter().filter(|g| core.gang(**g).is_some_and(|g| g.phase == GangPhase::Pending)).count();
+            self.queue_pending_gangs.with_label_values(&[&q.spec.name]).set(pending as i64);
+        }
+        self.reservations.set(core.gangs().map(|(_, g)| g.slots.len() as i64).sum());
+        for (kind, n) in index.cache_sizes() {
+            self.cache_objects.with_label_values(&[kind]).set(n as i64);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+/// A quantity for humans in /state (cpu in cores or millicores, bytes in binary units).
+pub fn render_amount(name: &str, amount: u64) -> String {
+    format_amount(amount, Unit::for_resource(name))
+}
