@@ -359,15 +359,6 @@ impl Cluster {
         out: &mut CycleOutcome,
         stopped: &mut HashMap<QueueId, GangId>,
     ) -> Option<WaitReason> {
-        // Could it ever fit? Pack against capacity minus foreign usage only.
-        let demands = self.demands(g);
-        let static_plan = self.with_bonus(
-            |c, n| c.node(n).map(|n| n.managed.saturating_add(&n.reserved).saturating_add(&n.held)),
-            |c| c.pack(&demands, policy.exact_search_budget),
-        );
-        if let Err(f) = static_plan {
-            return Some(WaitReason::NeverFits { detail: self.describe_failure(g, &f) });
-        }
         let queue = self.queue(q).expect("live queue");
         if queue.allocated.saturating_add(demand).fits_in(&queue.deserved)
             && let Some((victims, units, placement)) = self.plan_reclaim(g, now, policy)
@@ -387,6 +378,16 @@ impl Cluster {
                 format!("evicting {new} pods from queues above their deserved share")
             };
             return Some(WaitReason::Reclaiming { detail });
+        }
+        // Could it ever fit? Pack against capacity minus foreign usage only. (After reclaim: a gang that a
+        // reclaim plan fits obviously can, and this check touches every node.)
+        let demands = self.demands(g);
+        let static_plan = self.with_bonus(
+            |c, n| c.node(n).map(|n| n.managed.saturating_add(&n.reserved).saturating_add(&n.held)),
+            |c| c.pack(&demands, policy.exact_search_budget),
+        );
+        if let Err(f) = static_plan {
+            return Some(WaitReason::NeverFits { detail: self.describe_failure(g, &f) });
         }
         let queue = self.queue(q).expect("live queue");
         let borrowing = !queue.allocated.fits_in(&queue.deserved);
@@ -492,6 +493,11 @@ impl Cluster {
         let mut pending: HashMap<QueueId, Resources> = HashMap::new();
         for (_, g) in self.gangs() {
             let mut want = if g.phase == GangPhase::Pending { g.missing_request() } else { Resources::ZERO };
+            if g.unbound == 0 {
+                let e = pending.entry(g.spec.queue).or_default();
+                *e = e.saturating_add(&want);
+                continue;
+            }
             // Elastic members asking for room (pending, not directed to a slot) are demand too.
             let mut free_slots: Vec<u32> = vec![0; g.spec.templates.len()];
             for s in &g.slots {

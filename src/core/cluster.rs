@@ -308,6 +308,8 @@ pub struct Gang {
     pub bound_elastic: Vec<u32>,
     pub slots: Vec<Slot>,
     pub pods: Vec<PodId>,
+    /// How many of `pods` are not bound (so scans for pending members skip gangs with none).
+    pub unbound: u32,
     pub admitted_at: Option<Millis>,
     /// First time an admission attempt failed since the gang became pending.
     pub waiting_since: Option<Millis>,
@@ -331,7 +333,15 @@ impl Gang {
     }
 
     pub fn missing_total(&self) -> u32 {
-        self.missing().iter().sum()
+        // Without allocating: the admission cycle asks this of every gang.
+        let mut missing = [0u32; 64];
+        for (m, (t, b)) in missing.iter_mut().zip(self.spec.templates.iter().zip(&self.bound_min)) {
+            *m = t.min.saturating_sub(*b);
+        }
+        for s in &self.slots {
+            missing[s.template as usize] = missing[s.template as usize].saturating_sub(1);
+        }
+        missing.iter().sum()
     }
 
     /// Resources of the missing minimum members.
@@ -642,6 +652,9 @@ impl Cluster {
             pod.bound_at = None;
             if let Some((gang, template)) = member {
                 self.unbind_member(gang, template, role, &request);
+                if let Some(g) = self.gangs.get_mut(gang.0) {
+                    g.unbound += 1;
+                }
             }
         }
         let gang_ids: Vec<GangId> = self.gangs().map(|(g, _)| g).collect();
@@ -759,6 +772,7 @@ impl Cluster {
             bound_elastic: vec![0; n],
             slots: Vec::new(),
             pods: Vec::new(),
+            unbound: 0,
             admitted_at: None,
             waiting_since: None,
             reason: None,
@@ -792,7 +806,10 @@ impl Cluster {
             for p in pods {
                 if let Some(pod) = self.pods.get_mut(p.0) {
                     pod.spec.member = pod.spec.member.map(|(_, t)| (new_id, t));
-                    self.gang_mut(new_id).pods.push(p);
+                    let unbound = pod.node.is_none();
+                    let g = self.gang_mut(new_id);
+                    g.pods.push(p);
+                    g.unbound += u32::from(unbound);
                 }
             }
             return Ok(());
@@ -983,7 +1000,9 @@ impl Cluster {
             claim: None,
         }));
         if let Some((gang, _)) = member {
-            self.gang_mut(gang).pods.push(id);
+            let g = self.gang_mut(gang);
+            g.pods.push(id);
+            g.unbound += 1;
         }
         if let Some(n) = node {
             self.bind_pod(id, n, now)?;
@@ -1011,7 +1030,11 @@ impl Cluster {
         }
         let role = match member {
             None => PodRole::Foreign,
-            Some((gang, template)) => self.consume_slot(gang, template, id, node, &request),
+            Some((gang, template)) => {
+                let g = self.gang_mut(gang);
+                g.unbound = g.unbound.saturating_sub(1);
+                self.consume_slot(gang, template, id, node, &request)
+            }
         };
         let pod = self.pod_mut(id);
         pod.claim = None;
@@ -1180,7 +1203,11 @@ impl Cluster {
         if let Some((gang, template)) = member
             && self.gangs.get(gang.0).is_some()
         {
-            self.gang_mut(gang).pods.retain(|p| *p != id);
+            let g = self.gang_mut(gang);
+            g.pods.retain(|p| *p != id);
+            if pod.node.is_none() {
+                g.unbound = g.unbound.saturating_sub(1);
+            }
             if let Some(node) = pod.node {
                 self.unbind_member(gang, template, pod.role, &request);
                 // A terminating pod already left its gang (see `set_terminating`); its role is Foreign here.
@@ -1279,9 +1306,10 @@ impl Cluster {
     /// Expires claims older than the policy's TTL and slots older than the reservation timeout.
     /// Returns the gangs whose reservations expired.
     pub fn expire(&mut self, now: Millis, policy: &Policy) -> Vec<GangId> {
-        // Only gang members ever hold claims.
+        // Only unbound gang members ever hold claims.
         let stale_claims: Vec<PodId> = self
             .gangs()
+            .filter(|(_, g)| g.unbound > 0)
             .flat_map(|(_, g)| g.pods.iter().copied())
             .filter(|p| {
                 self.pod(*p).is_some_and(|p| {

@@ -50,6 +50,10 @@ impl Cluster {
                     _ => {}
                 }
             }
+            let unbound = g.pods.iter().filter(|p| self.pod(**p).is_some_and(|p| p.node.is_none())).count() as u32;
+            if unbound != g.unbound {
+                return Err(format!("gang {}: {} unbound members, recorded {}", g.spec.name, unbound, g.unbound));
+            }
             if min != g.bound_min || elastic != g.bound_elastic {
                 return Err(format!(
                     "gang {}: counted min {:?} elastic {:?}, recorded {:?} {:?}",

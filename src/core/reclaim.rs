@@ -22,12 +22,16 @@
 //! than one pod, which is not enough for any of its gangs to count as "within its share" and reclaim back
 //! while shares hold still. No ping-pong.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use super::admission::{Eviction, Reclaimed};
 use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole, Policy, QueueId};
 use super::pack::Placed;
 use super::resources::Resources;
+
+/// (whole gang?, priority, youngest first, pod or gang id): sorts into the order victims are considered.
+type Candidate = (bool, i32, Reverse<Millis>, u32);
 
 struct Unit {
     victim: GangId,
@@ -61,15 +65,21 @@ impl Cluster {
         }
 
         // 2. Greedy over candidates in victim order.
-        let units = self.reclaim_candidates(head_queue, now, policy);
+        // A heap, not a sort: the greedy pass usually stops after a few dozen of many thousand candidates.
+        let mut candidates: BinaryHeap<Reverse<Candidate>> =
+            self.reclaim_candidates(head_queue, now, policy).into_iter().map(Reverse).collect();
+        let candidates = std::iter::from_fn(move || candidates.pop().map(|Reverse(c)| c));
         let useful = |c: &Cluster, u: &Unit| {
             u.frees.iter().any(|(n, _)| head_classes.iter().any(|k| c.index().contains(*k, n.0)))
         };
         let mut taken: HashMap<QueueId, Resources> = HashMap::new();
+        // Units are built only when the greedy pass reaches them; `chosen` indexes the ones it kept.
+        let mut units: Vec<Unit> = Vec::new();
         let mut chosen: Vec<usize> = Vec::new();
         let mut fits = None;
-        for (i, u) in units.iter().enumerate() {
-            if !useful(self, u) {
+        for candidate in candidates {
+            let Some(u) = self.unit_of(candidate, now, policy) else { continue };
+            if !useful(self, &u) {
                 continue;
             }
             let q = self.queue(u.queue).expect("live queue");
@@ -96,8 +106,9 @@ impl Cluster {
             }
             let t = taken.entry(u.queue).or_default();
             *t = t.saturating_add(&u.total);
-            chosen.push(i);
             self.add_bonus(&u.frees, true);
+            units.push(u);
+            chosen.push(units.len() - 1);
             if let Ok(placement) = self.pack(&demands, policy.exact_search_budget) {
                 fits = Some(placement);
                 break;
@@ -145,14 +156,14 @@ impl Cluster {
         Some((evictions, reclaimed, placement))
     }
 
-    /// Candidate victims in the order they are considered.
-    fn reclaim_candidates(&self, beneficiary_queue: QueueId, now: Millis, policy: &Policy) -> Vec<Unit> {
+    /// Candidate victims as compact keys (100,000 running pods make building every unit up front the expensive
+    /// part); in ascending order they are elastic members, then whole gangs, each by lowest priority, then
+    /// youngest, then id.
+    fn reclaim_candidates(&self, beneficiary_queue: QueueId, now: Millis, policy: &Policy) -> Vec<Candidate> {
         let old_enough = |since: Option<Millis>| since.is_some_and(|t| now.saturating_sub(t) >= policy.min_runtime);
-        let mut elastic: Vec<(i32, std::cmp::Reverse<Millis>, PodId, Unit)> = Vec::new();
-        let mut whole: Vec<(i32, std::cmp::Reverse<Millis>, GangId, Unit)> = Vec::new();
+        let mut out: Vec<Candidate> = Vec::new();
         for (qid, q) in self.queues() {
-            let over_share = q.borrowing != 0;
-            if qid == beneficiary_queue || !q.spec.reclaimable || !over_share {
+            if qid == beneficiary_queue || !q.spec.reclaimable || q.borrowing == 0 {
                 continue;
             }
             for &gid in &q.gangs {
@@ -161,52 +172,57 @@ impl Cluster {
                 if !matches!(g.phase, GangPhase::Admitted | GangPhase::Running) || g.admitted_at == Some(now) {
                     continue;
                 }
-                let mut gang_pods = Vec::new();
-                let mut frees: Vec<(NodeId, Resources)> = Vec::new();
                 let mut gang_old_enough = old_enough(g.admitted_at);
                 for &pid in &g.pods {
                     let Some(pod) = self.pod(pid) else { continue };
-                    let Some(node) = pod.node else { continue };
-                    if pod.terminating {
+                    if pod.node.is_none() || pod.terminating {
                         continue;
                     }
                     gang_old_enough &= old_enough(pod.bound_at);
-                    gang_pods.push(pid);
-                    frees.push((node, pod.spec.request));
                     if pod.role == PodRole::Elastic && old_enough(pod.bound_at) {
-                        elastic.push((
-                            g.spec.priority,
-                            std::cmp::Reverse(pod.bound_at.unwrap_or(0)),
-                            pid,
-                            Unit {
-                                victim: gid,
-                                queue: qid,
-                                pods: vec![pid],
-                                frees: vec![(node, pod.spec.request)],
-                                total: pod.spec.request,
-                                whole_gang: false,
-                            },
-                        ));
+                        out.push((false, g.spec.priority, Reverse(pod.bound_at.unwrap_or(0)), pid.0));
                     }
                 }
-                for s in &g.slots {
-                    frees.push((s.node, g.spec.templates[s.template as usize].request));
-                }
                 if gang_old_enough {
-                    let total = frees.iter().fold(Resources::ZERO, |acc, (_, r)| acc.saturating_add(r));
-                    whole.push((
-                        g.spec.priority,
-                        std::cmp::Reverse(g.admitted_at.unwrap_or(0)),
-                        gid,
-                        Unit { victim: gid, queue: qid, pods: gang_pods, frees, total, whole_gang: true },
-                    ));
+                    out.push((true, g.spec.priority, Reverse(g.admitted_at.unwrap_or(0)), gid.0));
                 }
             }
         }
-        elastic.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        whole.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        // A whole gang chosen after some of its elastic members frees only what those did not.
-        elastic.into_iter().map(|e| e.3).chain(whole.into_iter().map(|w| w.3)).collect()
+        out
+    }
+
+    /// The victim unit a candidate stands for: one elastic pod, or a whole gang (pods and reservations).
+    fn unit_of(&self, (whole, _, _, id): Candidate, _now: Millis, _policy: &Policy) -> Option<Unit> {
+        if !whole {
+            let pod = self.pod(PodId(id))?;
+            let (gid, _) = pod.spec.member?;
+            let queue = self.gang(gid)?.spec.queue;
+            return Some(Unit {
+                victim: gid,
+                queue,
+                pods: vec![PodId(id)],
+                frees: vec![(pod.node?, pod.spec.request)],
+                total: pod.spec.request,
+                whole_gang: false,
+            });
+        }
+        let gid = GangId(id);
+        let g = self.gang(gid)?;
+        let mut pods = Vec::new();
+        let mut frees: Vec<(NodeId, Resources)> = Vec::new();
+        for &pid in &g.pods {
+            let Some(pod) = self.pod(pid) else { continue };
+            let Some(node) = pod.node else { continue };
+            if !pod.terminating {
+                pods.push(pid);
+                frees.push((node, pod.spec.request));
+            }
+        }
+        for s in &g.slots {
+            frees.push((s.node, g.spec.templates[s.template as usize].request));
+        }
+        let total = frees.iter().fold(Resources::ZERO, |acc, (_, r)| acc.saturating_add(r));
+        Some(Unit { victim: gid, queue: g.spec.queue, pods, frees, total, whole_gang: true })
     }
 
     /// Adds (or with `add == false` removes) what-if capacity on nodes.
