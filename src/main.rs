@@ -8,6 +8,8 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(a) => run_simulate(a),
         Command::Serve(a) => {
             tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -158,11 +158,14 @@ impl Cluster {
                     head_failed.entry(q).or_insert(g);
                     let short_of_capacity = matches!(reason, WaitReason::Insufficient { .. });
                     let drain_due = now.saturating_sub(waiting_since) >= policy.drain_after;
-                    let reason = if !is_head || !(short_of_capacity || !fresh) {
-                        // Only a head short of capacity may hold capacity.
+                    // Only a head short of capacity (or whose earlier verdict stands) may hold capacity; that
+                    // verdict is re-evaluated when capacity changed or its drain deadline passed.
+                    let may_hold = is_head && (short_of_capacity || !fresh);
+                    let reevaluate = fresh || (short_of_capacity && drain_due);
+                    let reason = if !may_hold {
                         self.drop_hold(g, true);
                         reason
-                    } else if !fresh && !(short_of_capacity && drain_due) {
+                    } else if !reevaluate {
                         // Nothing changed since it last failed: same reason, same hold.
                         if matches!(reason, WaitReason::Draining { .. }) {
                             stopped.insert(q, g);

@@ -183,11 +183,11 @@ pub fn parse_amount(input: &str, unit: Unit) -> Result<u64, QuantityError> {
 /// Formats a stored amount back into a short, exact Kubernetes quantity (`1500m`, `4Gi`, `3`).
 pub fn format_amount(amount: u64, unit: Unit) -> String {
     match unit {
-        Unit::Milli if amount % 1000 == 0 => (amount / 1000).to_string(),
+        Unit::Milli if amount.is_multiple_of(1000) => (amount / 1000).to_string(),
         Unit::Milli => format!("{amount}m"),
         Unit::Whole => {
             for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-                if amount != 0 && amount % (1u64 << shift) == 0 {
+                if amount != 0 && amount.is_multiple_of(1u64 << shift) {
                     return format!("{}{suffix}", amount >> shift);
                 }
             }

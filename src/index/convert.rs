@@ -719,6 +719,31 @@ fn checked_add(a: &Resources, b: &Resources, object: Subject<'_>, field: &str) -
     Ok(r)
 }
 
+/// The core's tolerations as Kubernetes tolerations (for the PodGroup muster writes for a Spark driver).
+pub fn tolerations_to_k8s(tolerations: &[crate::core::Toleration]) -> Vec<k8s_openapi::api::core::v1::Toleration> {
+    use crate::core::{TaintEffect, TolerationOperator};
+    tolerations
+        .iter()
+        .map(|t| k8s_openapi::api::core::v1::Toleration {
+            key: (!t.key.is_empty()).then(|| t.key.clone()),
+            operator: Some(match t.operator {
+                TolerationOperator::Equal => "Equal".to_string(),
+                TolerationOperator::Exists => "Exists".to_string(),
+            }),
+            value: (!t.value.is_empty()).then(|| t.value.clone()),
+            effect: t.effect.map(|e| {
+                match e {
+                    TaintEffect::NoSchedule => "NoSchedule",
+                    TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+                    TaintEffect::NoExecute => "NoExecute",
+                }
+                .to_string()
+            }),
+            toleration_seconds: None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
@@ -1271,29 +1296,4 @@ mod tests {
             proptest::prop_assert!(is_dns1123_label(&name), "{:?} -> {:?}", app_id, name);
         }
     }
-}
-
-/// The core's tolerations as Kubernetes tolerations (for the PodGroup muster writes for a Spark driver).
-pub fn tolerations_to_k8s(tolerations: &[crate::core::Toleration]) -> Vec<k8s_openapi::api::core::v1::Toleration> {
-    use crate::core::{TaintEffect, TolerationOperator};
-    tolerations
-        .iter()
-        .map(|t| k8s_openapi::api::core::v1::Toleration {
-            key: (!t.key.is_empty()).then(|| t.key.clone()),
-            operator: Some(match t.operator {
-                TolerationOperator::Equal => "Equal".to_string(),
-                TolerationOperator::Exists => "Exists".to_string(),
-            }),
-            value: (!t.value.is_empty()).then(|| t.value.clone()),
-            effect: t.effect.map(|e| {
-                match e {
-                    TaintEffect::NoSchedule => "NoSchedule",
-                    TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-                    TaintEffect::NoExecute => "NoExecute",
-                }
-                .to_string()
-            }),
-            toleration_seconds: None,
-        })
-        .collect()
 }

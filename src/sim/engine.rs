@@ -268,7 +268,7 @@ impl World {
                     .parse_map(cap.0.iter().map(|(k, v)| (k.as_str(), v.as_str())), false)
                     .map_err(|e| SimError(e.to_string()))?;
                 let mut capability = Resources::UNLIMITED;
-                for (name, _) in &cap.0 {
+                for name in cap.0.keys() {
                     if let Some(slot) = names.slot(name) {
                         capability.0[slot] = r.0[slot];
                     }
@@ -362,10 +362,8 @@ impl World {
         let st = self.settings.clone();
         match event {
             Event::Arrive(a) => self.submit(a),
-            Event::Resubmit(a) => {
-                if self.apps[a].state == AppState::Restarting {
-                    self.submit(a);
-                }
+            Event::Resubmit(a) if self.apps[a].state == AppState::Restarting => {
+                self.submit(a);
             }
             Event::DriverReady(a, attempt) if self.apps[a].attempt == attempt => {
                 let app = &mut self.apps[a];

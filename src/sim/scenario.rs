@@ -70,9 +70,9 @@ impl<'de> Deserialize<'de> for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0 / 1000;
-        if s >= 3600 && s % 3600 == 0 {
+        if s >= 3600 && s.is_multiple_of(3600) {
             write!(f, "{}h", s / 3600)
-        } else if s >= 60 && s % 60 == 0 {
+        } else if s >= 60 && s.is_multiple_of(60) {
             write!(f, "{}m", s / 60)
         } else {
             write!(f, "{}s", s)
