@@ -42,15 +42,25 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod controlplane;
+pub mod muster;
 pub mod objects;
 mod process;
 pub mod spark;
 mod tools;
 pub mod wait;
 
+pub use self::muster::{
+    E2E_TIMEOUT, ExtenderMode, GangState, HOLD, HttpConnection, MUSTER_SCHEDULER, MusterConfig, MusterEnv, MusterServe,
+    MusterState, PodHistory, Transition, URL_PREFIX, assert_never_bound, assert_no_node_overcommitted,
+    create_nodes_concurrently, fetch_state, gang_pod, holds_capacity, install_crds, member_template, muster_pod,
+    muster_scheduler_config, pod_group, pod_request, prebound_pod, quantity, queue, start_muster_scheduler,
+    state_quantity, toleration, with_node_selector,
+};
 pub use controlplane::{
     ADMIN_USER, Authorization, ControlPlane, ControlPlaneBuilder, SCHEDULER_USER, STOCK_SCHEDULER_CONFIG,
 };
-pub use objects::{PodPhase, TestNode, UNUSED_IMAGE, bound_node, pod_condition, set_pod_phase, test_pod};
+pub use objects::{
+    PodPhase, TestNode, UNUSED_IMAGE, bound_node, pod_condition, set_pod_phase, test_pod, try_set_pod_phase,
+};
 pub use spark::{SparkApp, SparkSubmit, SubmittedDriver};
 pub use wait::{DEFAULT_TIMEOUT, describe_pod, wait_for_pod, wait_for_pods, wait_until};

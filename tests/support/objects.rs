@@ -143,6 +143,13 @@ pub enum PodPhase {
 /// makes it Ready, as Spark's driver-readiness wait expects). Kubernetes refuses to move a pod out of
 /// Succeeded or Failed. Returns the updated pod.
 pub async fn set_pod_phase(client: &Client, namespace: &str, name: &str, phase: PodPhase) -> Pod {
+    try_set_pod_phase(client, namespace, name, phase)
+        .await
+        .unwrap_or_else(|e| panic!("cannot set pod {namespace}/{name} to {phase:?}: {e}"))
+}
+
+/// [`set_pod_phase`] for a pod that may be gone (evicted, deleted): the API error is returned instead of failing.
+pub async fn try_set_pod_phase(client: &Client, namespace: &str, name: &str, phase: PodPhase) -> kube::Result<Pod> {
     let now = serde_json::to_value(Time(Timestamp::now())).expect("a timestamp serialises");
     let (phase_name, ready, reason) = match phase {
         PodPhase::Running => ("Running", "True", None),
@@ -165,5 +172,4 @@ pub async fn set_pod_phase(client: &Client, namespace: &str, name: &str, phase: 
     Api::<Pod>::namespaced(client.clone(), namespace)
         .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
         .await
-        .unwrap_or_else(|e| panic!("cannot set pod {namespace}/{name} to {phase_name}: {e}"))
 }

@@ -1,0 +1,1027 @@
+//! `muster serve` against a real control plane: the process fixture ([`MusterServe`]), the CRDs it needs
+//! ([`install_crds`]), a kube-scheduler whose extender points at it ([`start_muster_scheduler`]), everything in one
+//! go ([`MusterEnv`]), a small keep-alive HTTP client for its endpoints ([`HttpConnection`]), its `/state` document
+//! ([`MusterState`]), concise builders for PodGroups, Queues and gang pods, a continuous record of every pod's
+//! node ([`PodHistory`]) and a node-capacity check over everything bound ([`assert_no_node_overcommitted`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::muster::api::{MemberTemplate, PodGroup, PodGroupSpec, Queue, QueueSpec, names};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use super::controlplane::ControlPlane;
+use super::objects::{bound_node, test_pod};
+use super::process::{ManagedProcess, print_log_tails, stop_all};
+use super::wait::{describe_pod, wait_until};
+
+/// The scheduler name (and kube-scheduler profile) muster serves in every test.
+pub const MUSTER_SCHEDULER: &str = "muster";
+/// The URL prefix of the extender verbs.
+pub const URL_PREFIX: &str = "/muster";
+/// How long `muster serve` gets to sync its cache and report ready (a cold start on a loaded CI machine).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the API server gets to establish the CRDs.
+const CRD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Generous bound for anything muster + kube-scheduler do in a test (a gang binds in well under a second warm;
+/// CI machines are slow and shared). Tests fail with what they saw when it runs out.
+pub const E2E_TIMEOUT: Duration = Duration::from_secs(120);
+const START_ATTEMPTS: u32 = 3;
+
+// ---------------------------------------------------------------------------------------------------------------
+// muster serve
+// ---------------------------------------------------------------------------------------------------------------
+
+/// muster's configuration file (see config/muster.yaml); unset fields are left out so muster's defaults apply.
+/// `listen`, `urlPrefix` and `schedulerName` are passed as flags by [`MusterServe::start`].
+#[derive(Clone, Debug, Default)]
+pub struct MusterConfig {
+    pub default_queue: Option<String>,
+    pub cycle_interval: Option<String>,
+    pub claim_ttl: Option<String>,
+    pub reservation_timeout: Option<String>,
+    pub drain_after: Option<String>,
+    pub min_runtime: Option<String>,
+}
+
+impl MusterConfig {
+    /// What the end-to-end tests run with: a short cycle interval, so timers fire promptly.
+    pub fn for_tests() -> MusterConfig {
+        MusterConfig { cycle_interval: Some("500ms".to_owned()), ..MusterConfig::default() }
+    }
+
+    pub fn drain_after(mut self, duration: &str) -> MusterConfig {
+        self.drain_after = Some(duration.to_owned());
+        self
+    }
+
+    pub fn reservation_timeout(mut self, duration: &str) -> MusterConfig {
+        self.reservation_timeout = Some(duration.to_owned());
+        self
+    }
+
+    pub fn claim_ttl(mut self, duration: &str) -> MusterConfig {
+        self.claim_ttl = Some(duration.to_owned());
+        self
+    }
+
+    pub fn min_runtime(mut self, duration: &str) -> MusterConfig {
+        self.min_runtime = Some(duration.to_owned());
+        self
+    }
+
+    pub fn cycle_interval(mut self, duration: &str) -> MusterConfig {
+        self.cycle_interval = Some(duration.to_owned());
+        self
+    }
+
+    /// The YAML file contents.
+    pub fn to_yaml(&self) -> String {
+        let mut yaml = format!("schedulerName: {MUSTER_SCHEDULER}\nurlPrefix: {URL_PREFIX}\n");
+        let mut field = |key: &str, value: &Option<String>, indent: &str| {
+            if let Some(value) = value {
+                yaml.push_str(&format!("{indent}{key}: {value:?}\n"));
+            }
+        };
+        field("defaultQueue", &self.default_queue, "");
+        field("cycleInterval", &self.cycle_interval, "");
+        let policy = [&self.claim_ttl, &self.reservation_timeout, &self.drain_after, &self.min_runtime];
+        if policy.iter().any(|v| v.is_some()) {
+            yaml.push_str("policy:\n");
+            let mut field = |key: &str, value: &Option<String>| {
+                if let Some(value) = value {
+                    yaml.push_str(&format!("  {key}: {value:?}\n"));
+                }
+            };
+            field("claimTTL", &self.claim_ttl);
+            field("reservationTimeout", &self.reservation_timeout);
+            field("drainAfter", &self.drain_after);
+            field("minRuntime", &self.min_runtime);
+        }
+        yaml
+    }
+}
+
+/// A running `muster serve` on a free loopback port, acting as the control plane's admin. Dropping it stops the
+/// process (printing its log tail first when the test is failing).
+pub struct MusterServe {
+    /// One element, to share `stop_all`/`print_log_tails` with the other fixtures.
+    process: Vec<ManagedProcess>,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl MusterServe {
+    /// Starts `muster serve` (the binary this package builds) with `config` and waits until `/readyz` answers
+    /// 200. The CRDs must be installed first ([`install_crds`]). Panics with muster's log tail if it exits or
+    /// does not become ready in time.
+    pub async fn start(control_plane: &ControlPlane, config: &MusterConfig) -> MusterServe {
+        let dir = tempfile::Builder::new().prefix("muster-serve-").tempdir().expect("cannot create a temporary dir");
+        let config_path = dir.path().join("muster.yaml");
+        std::fs::write(&config_path, config.to_yaml()).expect("cannot write muster's configuration");
+        for attempt in 1..=START_ATTEMPTS {
+            let addr = free_loopback_addr();
+            let command = serve_command(&config_path, addr, control_plane.kubeconfig());
+            let mut process = vec![ManagedProcess::spawn("muster-serve", command, dir.path())];
+            match wait_until_ready(addr, &mut process[0]).await {
+                Ok(()) => return MusterServe { process, addr, _dir: dir },
+                Err(failure) => {
+                    let port_taken = process[0].log().contains("in use");
+                    if !port_taken || attempt == START_ATTEMPTS {
+                        print_log_tails(&process, 60);
+                        stop_all(&mut process, Duration::ZERO);
+                        panic!("muster serve did not become ready: {failure} (log tail above)");
+                    }
+                    stop_all(&mut process, Duration::ZERO);
+                }
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What kube-scheduler's extender `urlPrefix` must be: `http://127.0.0.1:<port>/muster`.
+    pub fn extender_url(&self) -> String {
+        format!("{}{URL_PREFIX}", self.base_url())
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        self.process[0].log()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process[0].log_tail(lines)
+    }
+
+    /// Panics (with the log tail) if the process has exited: a crashed muster must fail the test loudly.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.process[0].exit_status() {
+            panic!("muster serve exited ({status}); log tail:\n{}", self.log_tail(60));
+        }
+    }
+
+    /// `GET path`: (status, body). Panics if muster does not answer within 10 s.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let (status, body) = one_request(self.addr, hyper::Method::GET, path, Bytes::new())
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} from muster failed: {e}\nmuster log tail:\n{}", self.log_tail(30)));
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `POST path` with a JSON body: (status, body).
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        let body = Bytes::from(serde_json::to_vec(body).expect("JSON serialises"));
+        let (status, body) = one_request(self.addr, hyper::Method::POST, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path} to muster failed: {e}\nmuster log tail:\n{}", self.log_tail(30)));
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The `/state` document. Panics if it is not 200 or does not decode.
+    pub async fn state(&self) -> MusterState {
+        let (status, body) = self.get("/state").await;
+        assert_eq!(status, 200, "GET /state answered {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET /state is not the documented JSON ({e}): {body}"))
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
+        body
+    }
+}
+
+impl Drop for MusterServe {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            print_log_tails(&self.process, 60);
+        }
+        stop_all(&mut self.process, Duration::from_secs(2));
+    }
+}
+
+fn serve_command(config: &Path, addr: SocketAddr, kubeconfig: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_muster"));
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--url-prefix")
+        .arg(URL_PREFIX)
+        .arg("--scheduler-name")
+        .arg(MUSTER_SCHEDULER)
+        .env("KUBECONFIG", kubeconfig);
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "info");
+    }
+    command
+}
+
+async fn wait_until_ready(addr: SocketAddr, process: &mut ManagedProcess) -> Result<(), String> {
+    let start = Instant::now();
+    let mut last = String::from("no answer yet");
+    loop {
+        if let Some(status) = process.exit_status() {
+            return Err(format!("muster serve exited ({status}); last /readyz: {last}"));
+        }
+        match one_request(addr, hyper::Method::GET, "/readyz", Bytes::new()).await {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, body)) => last = format!("{status} {}", String::from_utf8_lossy(&body)),
+            Err(e) => last = e,
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            return Err(format!("not ready after {READY_TIMEOUT:?}; last /readyz: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A loopback address whose port was free a moment ago (another process may take it first; callers retry).
+fn free_loopback_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("cannot bind a loopback port")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One keep-alive HTTP/1.1 connection (hyper's client connection over a TCP stream with Nagle off), for tests
+/// and the load generator: requests go one after another on it, as kube-scheduler's extender client does.
+pub struct HttpConnection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl HttpConnection {
+    pub async fn connect(addr: SocketAddr) -> Result<HttpConnection, String> {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(async move {
+            // Ends when the sender is dropped or the server closes; errors then are of no interest.
+            let _ = connection.await;
+        });
+        Ok(HttpConnection { sender, host: addr.to_string() })
+    }
+
+    /// Sends one request and reads the whole answer: (status, body).
+    pub async fn request(&mut self, method: hyper::Method, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+        self.sender.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+        let mut request = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, &self.host);
+        if !body.is_empty() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
+        let response = self.sender.send_request(request).await.map_err(|e| format!("{path}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| format!("{path}: reading the body: {e}"))?;
+        Ok((status, body.to_bytes()))
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&mut self, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+        self.request(hyper::Method::POST, path, body).await
+    }
+}
+
+/// One request on a fresh connection, bounded by 10 s.
+pub async fn one_request(
+    addr: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    body: Bytes,
+) -> Result<(u16, Bytes), String> {
+    let attempt = async {
+        let mut connection = HttpConnection::connect(addr).await?;
+        connection.request(method, path, body).await
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt).await.map_err(|_| "no answer within 10 s".to_owned())?
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// /state
+// ---------------------------------------------------------------------------------------------------------------
+
+/// muster's `/state` document: `{"queues": [...], "gangs": [...]}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MusterState {
+    pub queues: Vec<QueueState>,
+    pub gangs: Vec<GangState>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct QueueState {
+    pub name: String,
+    pub weight: serde_json::Value,
+    /// Resource name -> quantity (a Kubernetes quantity string, or a number).
+    pub deserved: BTreeMap<String, serde_json::Value>,
+    pub allocated: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct GangState {
+    pub namespace: String,
+    pub name: String,
+    pub queue: String,
+    pub phase: String,
+    pub reason: Option<String>,
+    pub reservations: Vec<ReservationState>,
+    pub bound: u32,
+    #[serde(alias = "min_member")]
+    pub min_member: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReservationState {
+    pub template: String,
+    pub node: String,
+    pub count: u32,
+}
+
+impl MusterState {
+    pub fn gang(&self, namespace: &str, name: &str) -> Option<&GangState> {
+        self.gangs.iter().find(|g| g.namespace == namespace && g.name == name)
+    }
+
+    pub fn queue(&self, name: &str) -> Option<&QueueState> {
+        self.queues.iter().find(|q| q.name == name)
+    }
+
+    /// One line per gang, for failure messages.
+    pub fn describe(&self) -> String {
+        self.gangs.iter().map(GangState::describe).collect::<Vec<_>>().join("; ")
+    }
+}
+
+impl GangState {
+    /// Admitted: capacity reserved (Inqueue, or Admitted in the core's words) or its minimum running.
+    pub fn is_admitted(&self) -> bool {
+        ["inqueue", "admitted", "running"].contains(&self.phase.to_ascii_lowercase().as_str())
+    }
+
+    /// Waiting for admission (Pending, or Expired and waiting again).
+    pub fn is_pending(&self) -> bool {
+        ["pending", "expired"].contains(&self.phase.to_ascii_lowercase().as_str())
+    }
+
+    /// Members' worth of capacity reserved for `template` over all nodes.
+    pub fn reserved(&self, template: &str) -> u32 {
+        self.reservations.iter().filter(|r| r.template == template).map(|r| r.count).sum()
+    }
+
+    pub fn describe(&self) -> String {
+        let reservations: Vec<String> =
+            self.reservations.iter().map(|r| format!("{}x{}@{}", r.count, r.template, r.node)).collect();
+        format!(
+            "{}/{} queue={} phase={} bound={}/{} reservations=[{}] reason={:?}",
+            self.namespace,
+            self.name,
+            self.queue,
+            self.phase,
+            self.bound,
+            self.min_member,
+            reservations.join(","),
+            self.reason
+        )
+    }
+}
+
+/// Fetches and decodes `/state` from the muster at `addr` (for tasks that cannot borrow the [`MusterServe`]).
+pub async fn fetch_state(addr: SocketAddr) -> Result<MusterState, String> {
+    let (status, body) = one_request(addr, hyper::Method::GET, "/state", Bytes::new()).await?;
+    if status != 200 {
+        return Err(format!("GET /state answered {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("GET /state is not the documented JSON: {e}"))
+}
+
+/// Reads a `/state` quantity (a Kubernetes quantity string or a plain number) in milli-units for cpu and base
+/// units (bytes, counts) otherwise.
+pub fn state_quantity(resource: &str, value: &serde_json::Value) -> i64 {
+    match value {
+        serde_json::Value::Number(n) => {
+            let n = n.as_f64().unwrap_or_else(|| panic!("{resource}: {n} is not a number"));
+            // A bare number is the resource's base unit (cores for cpu), as a Kubernetes quantity would be.
+            if resource == "cpu" { (n * 1000.0).round() as i64 } else { n.round() as i64 }
+        }
+        serde_json::Value::String(s) => quantity(resource, s),
+        other => panic!("{resource}: {other} is not a quantity"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// CRDs and kube-scheduler
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Creates every CustomResourceDefinition in deploy/crds/muster.yaml and waits until the API server reports each
+/// Established.
+pub async fn install_crds(client: &Client) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds/muster.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let mut names = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let crd = CustomResourceDefinition::deserialize(document)
+            .unwrap_or_else(|e| panic!("{} holds a document that is not a CRD: {e}", path.display()));
+        let name = crd.name_any();
+        api.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("cannot create CRD {name}: {e}"));
+        names.push(name);
+    }
+    assert!(!names.is_empty(), "{} holds no CRD", path.display());
+    for name in &names {
+        wait_until(&format!("CRD {name} is Established"), CRD_TIMEOUT, || {
+            let api = api.clone();
+            async move {
+                let crd = api.get(name).await.map_err(|e| e.to_string())?;
+                let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+                if conditions.iter().any(|c| c.type_ == "Established" && c.status == "True") {
+                    Ok(())
+                } else {
+                    Err(format!("conditions {conditions:?}"))
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// How kube-scheduler hands nodes to the extender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtenderMode {
+    /// `nodeCacheCapable: true`: node names only (muster reads nodes from its own cache).
+    NodeNames,
+    /// `nodeCacheCapable: false`: whole Node objects in every filter call.
+    FullNodes,
+}
+
+/// A KubeSchedulerConfiguration like config/kube-scheduler.yaml: profile `muster` (percentageOfNodesToScore 100)
+/// and the extender with filter/prioritize/bind/preempt pointing at `muster`, not ignorable. `client_qps` sets
+/// `clientConnection.qps` (and burst = 2 x qps) when given; kube-scheduler's default is 50.
+pub fn muster_scheduler_config(muster: &MusterServe, mode: ExtenderMode, client_qps: Option<u32>) -> String {
+    let client_connection = match client_qps {
+        Some(qps) => format!("clientConnection:\n  qps: {qps}\n  burst: {}\n", 2 * qps),
+        None => String::new(),
+    };
+    format!(
+        "\
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+{client_connection}profiles:
+- schedulerName: {MUSTER_SCHEDULER}
+  percentageOfNodesToScore: 100
+extenders:
+- urlPrefix: {url:?}
+  filterVerb: filter
+  prioritizeVerb: prioritize
+  weight: 5
+  bindVerb: bind
+  preemptVerb: preempt
+  nodeCacheCapable: {node_cache}
+  httpTimeout: 10s
+  ignorable: false
+",
+        url = muster.extender_url(),
+        node_cache = mode == ExtenderMode::NodeNames,
+    )
+}
+
+/// Starts a kube-scheduler whose only profile is `muster`, calling `muster` as its extender.
+pub async fn start_muster_scheduler(control_plane: &mut ControlPlane, muster: &MusterServe, mode: ExtenderMode) {
+    control_plane.start_scheduler(&muster_scheduler_config(muster, mode, None)).await;
+}
+
+/// A control plane with muster's CRDs, `muster serve`, a kube-scheduler calling it, and a namespace for the test.
+/// Fields drop in order: muster stops before the control plane.
+pub struct MusterEnv {
+    pub muster: MusterServe,
+    pub control_plane: ControlPlane,
+    pub namespace: String,
+}
+
+impl MusterEnv {
+    pub async fn start(namespace: &str, config: &MusterConfig, mode: ExtenderMode) -> MusterEnv {
+        let mut control_plane = ControlPlane::start().await;
+        install_crds(&control_plane.client()).await;
+        let muster = MusterServe::start(&control_plane, config).await;
+        start_muster_scheduler(&mut control_plane, &muster, mode).await;
+        control_plane.create_namespace(namespace).await;
+        MusterEnv { muster, control_plane, namespace: namespace.to_owned() }
+    }
+
+    pub fn client(&self) -> Client {
+        self.control_plane.client()
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client(), &self.namespace)
+    }
+
+    pub fn pod_groups(&self) -> Api<PodGroup> {
+        Api::namespaced(self.client(), &self.namespace)
+    }
+
+    pub async fn create_pod(&self, pod: &Pod) -> Pod {
+        create_pod(&self.client(), &self.namespace, pod).await
+    }
+
+    pub async fn create_pod_group(&self, pod_group: &PodGroup) -> PodGroup {
+        let name = pod_group.name_any();
+        self.pod_groups()
+            .create(&PostParams::default(), pod_group)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create PodGroup {}/{name}: {e}", self.namespace))
+    }
+
+    pub async fn create_queue(&self, queue: &Queue) -> Queue {
+        let name = queue.name_any();
+        Api::<Queue>::all(self.client())
+            .create(&PostParams::default(), queue)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create Queue {name}: {e}"))
+    }
+
+    /// Creates a PodGroup of one template (`size` members of `cpu`/`memory`) and its `size` member pods
+    /// `<name>-0..`; returns the pod names.
+    pub async fn create_simple_gang(&self, name: &str, queue: &str, size: i32, cpu: &str, memory: &str) -> Vec<String> {
+        self.create_pod_group(&pod_group(name, queue, vec![member_template("worker", size, cpu, memory)])).await;
+        let mut pods = Vec::new();
+        for i in 0..size {
+            let pod_name = format!("{name}-{i}");
+            self.create_pod(&gang_pod(&pod_name, name, None, cpu, memory)).await;
+            pods.push(pod_name);
+        }
+        pods
+    }
+
+    /// Deletes a pod at once (grace period 0: no kubelet would ever confirm a graceful deletion).
+    pub async fn delete_pod_now(&self, name: &str) {
+        delete_pod_now(&self.client(), &self.namespace, name).await;
+    }
+
+    /// Waits until `probe` on muster's `/state` returns `Ok`.
+    pub async fn wait_for_state<T>(&self, what: &str, probe: impl Fn(&MusterState) -> Result<T, String>) -> T {
+        let probe = &probe;
+        wait_until(what, E2E_TIMEOUT, || async move {
+            let state = self.muster.state().await;
+            probe(&state).map_err(|e| format!("{e}; /state: {}", state.describe()))
+        })
+        .await
+    }
+
+    /// Waits until `names` are all bound; returns name -> node.
+    pub async fn wait_all_bound(&self, names: &[String]) -> BTreeMap<String, String> {
+        let pods = self.pods();
+        wait_until(&format!("pods {names:?} are all bound"), E2E_TIMEOUT, || {
+            let pods = pods.clone();
+            async move {
+                let mut bound = BTreeMap::new();
+                let mut seen = Vec::new();
+                for name in names {
+                    let pod = pods.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+                    if let Some(node) = bound_node(&pod) {
+                        bound.insert(name.clone(), node.to_owned());
+                    }
+                    seen.push(describe_pod(&pod));
+                }
+                if bound.len() == names.len() { Ok(bound) } else { Err(seen.join("; ")) }
+            }
+        })
+        .await
+    }
+
+    /// Waits until muster reports `gang` pending with a reason and kube-scheduler has tried (and failed) every one
+    /// of `members`, holds for [`HOLD`], then checks that no member was ever bound (over `history`, from its start)
+    /// and that the gang holds no reservation. Returns muster's reason.
+    pub async fn assert_gang_waits(&self, history: &PodHistory, gang: &str, members: &[String]) -> String {
+        let namespace = self.namespace.clone();
+        let reason = self
+            .wait_for_state(&format!("gang {gang} is pending with a reason"), |state| {
+                let g = state.gang(&namespace, gang).ok_or_else(|| format!("gang {gang} not in /state"))?;
+                match &g.reason {
+                    Some(reason) if g.is_pending() && !reason.trim().is_empty() => Ok(reason.clone()),
+                    _ => Err(g.describe()),
+                }
+            })
+            .await;
+        let tried = self.wait_all_unschedulable(members).await;
+        for pod in &tried {
+            let condition = super::objects::pod_condition(pod, "PodScheduled").expect("waited for it");
+            assert_eq!(condition.reason.as_deref(), Some("Unschedulable"), "{}: {condition:?}", pod.name_any());
+            assert!(
+                !condition.message.as_deref().unwrap_or_default().is_empty(),
+                "{}: kube-scheduler recorded no message: {condition:?}",
+                pod.name_any()
+            );
+        }
+        tokio::time::sleep(HOLD).await;
+        assert_never_bound(history, members, &format!("gang {gang} must wait"));
+        let state = self.muster.state().await;
+        let g = state.gang(&self.namespace, gang).expect("the gang was in /state");
+        assert!(g.is_pending() && g.bound == 0, "gang {gang} must still wait: {}", g.describe());
+        assert!(g.reservations.is_empty(), "a waiting gang holds no capacity: {}", g.describe());
+        reason
+    }
+
+    /// Waits until kube-scheduler has tried each of `names` and recorded it unschedulable (PodScheduled=False);
+    /// returns the pods.
+    pub async fn wait_all_unschedulable(&self, names: &[String]) -> Vec<Pod> {
+        let pods = self.pods();
+        wait_until(&format!("pods {names:?} are all marked unschedulable by kube-scheduler"), E2E_TIMEOUT, || {
+            let pods = pods.clone();
+            async move {
+                let mut all = Vec::new();
+                let mut waiting = false;
+                let mut seen = Vec::new();
+                for name in names {
+                    let pod = pods.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+                    let scheduled = super::objects::pod_condition(&pod, "PodScheduled").map(|c| c.status.clone());
+                    waiting |= scheduled.as_deref() != Some("False");
+                    seen.push(describe_pod(&pod));
+                    all.push(pod);
+                }
+                if waiting { Err(seen.join("; ")) } else { Ok(all) }
+            }
+        })
+        .await
+    }
+}
+
+/// How long a test keeps watching a gang that must stay unbound, after kube-scheduler has already tried it and
+/// muster has said why it waits: several of kube-scheduler's retries (its backoff starts at 1 s) and several of
+/// muster's admission cycles (500 ms in these tests).
+pub const HOLD: Duration = Duration::from_secs(5);
+
+/// Asserts that none of `pods` was ever bound during the recorded history.
+pub fn assert_never_bound(history: &PodHistory, pods: &[String], context: &str) {
+    let bindings: Vec<Transition> = history.of(|t| pods.contains(&t.pod) && t.node.is_some());
+    assert!(bindings.is_empty(), "{context}: members were bound: {bindings:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Objects
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Sets a pod's node selector to `key=value`.
+pub fn with_node_selector(pod: &mut Pod, key: &str, value: &str) {
+    let spec = pod.spec.as_mut().expect("pods have a spec");
+    spec.node_selector = Some(BTreeMap::from([(key.to_owned(), value.to_owned())]));
+}
+
+/// A member template of `min` members of `cpu`/`memory` each.
+pub fn member_template(name: &str, min: i32, cpu: &str, memory: &str) -> MemberTemplate {
+    MemberTemplate {
+        name: name.to_owned(),
+        min_member: min,
+        resources: BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ]),
+        ..MemberTemplate::default()
+    }
+}
+
+/// A PodGroup in `queue` with `templates` (minMember left to default: the templates' sum).
+pub fn pod_group(name: &str, queue: &str, templates: Vec<MemberTemplate>) -> PodGroup {
+    PodGroup::new(
+        name,
+        PodGroupSpec {
+            min_member: Some(templates.iter().map(|t| t.min_member).sum()),
+            min_resources: BTreeMap::new(),
+            queue: queue.to_owned(),
+            priority_class_name: None,
+            min_task_member: BTreeMap::new(),
+            member_templates: templates,
+        },
+    )
+}
+
+/// A Queue of `weight`, reclaimable, no capability or guarantee.
+pub fn queue(name: &str, weight: i32) -> Queue {
+    Queue::new(
+        name,
+        QueueSpec {
+            weight,
+            capability: BTreeMap::new(),
+            guarantee: None,
+            reclaimable: true,
+            parent: None,
+            state: Default::default(),
+        },
+    )
+}
+
+/// A pod for muster (`schedulerName: muster`) joining PodGroup `group` (label `muster.dev/pod-group`), naming
+/// `template` with the `muster.dev/member-template` annotation when given.
+pub fn gang_pod(name: &str, group: &str, template: Option<&str>, cpu: &str, memory: &str) -> Pod {
+    let mut pod = muster_pod(name, cpu, memory);
+    pod.metadata.labels = Some(BTreeMap::from([(names::POD_GROUP_LABEL.to_owned(), group.to_owned())]));
+    if let Some(template) = template {
+        pod.metadata.annotations = Some(BTreeMap::from([(names::MEMBER_TEMPLATE_KEY.to_owned(), template.to_owned())]));
+    }
+    pod
+}
+
+/// A pod for muster with no gang: a gang of one.
+pub fn muster_pod(name: &str, cpu: &str, memory: &str) -> Pod {
+    let mut pod = test_pod(name, cpu, memory);
+    pod.spec.as_mut().expect("test_pod has a spec").scheduler_name = Some(MUSTER_SCHEDULER.to_owned());
+    pod
+}
+
+/// A pod already bound to `node` (spec.nodeName set at creation, as a DaemonSet controller or another scheduler
+/// would leave it): usage muster did not place, which it must count.
+pub fn prebound_pod(name: &str, node: &str, cpu: &str, memory: &str) -> Pod {
+    let mut pod = test_pod(name, cpu, memory);
+    pod.spec.as_mut().expect("test_pod has a spec").node_name = Some(node.to_owned());
+    pod
+}
+
+/// A toleration of `key=value:NoSchedule`.
+pub fn toleration(key: &str, value: &str) -> Toleration {
+    Toleration {
+        key: Some(key.to_owned()),
+        operator: Some("Equal".to_owned()),
+        value: Some(value.to_owned()),
+        effect: Some("NoSchedule".to_owned()),
+        toleration_seconds: None,
+    }
+}
+
+pub async fn create_pod(client: &Client, namespace: &str, pod: &Pod) -> Pod {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), pod)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create pod {namespace}/{}: {e}", pod.name_any()))
+}
+
+/// Creates `nodes` through the API, `concurrency` requests in flight; returns how long it took.
+pub async fn create_nodes_concurrently(
+    client: &Client,
+    nodes: &[super::objects::TestNode],
+    concurrency: usize,
+) -> Duration {
+    let start = Instant::now();
+    let api = Api::<Node>::all(client.clone());
+    futures::stream::iter(nodes.iter().map(|node| {
+        let api = api.clone();
+        async move {
+            let node = node.to_node();
+            api.create(&PostParams::default(), &node)
+                .await
+                .unwrap_or_else(|e| panic!("cannot create node {}: {e}", node.name_any()));
+        }
+    }))
+    .buffer_unordered(concurrency)
+    .collect::<Vec<()>>()
+    .await;
+    start.elapsed()
+}
+
+/// Deletes a pod at once (grace period 0); a pod already gone is fine.
+pub async fn delete_pod_now(client: &Client, namespace: &str, name: &str) {
+    let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+    match Api::<Pod>::namespaced(client.clone(), namespace).delete(name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => panic!("cannot delete pod {namespace}/{name}: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Quantities and capacity
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A Kubernetes quantity in milli-units for `cpu` and in base units (bytes, counts) for everything else. Covers
+/// the forms tests and Spark write: plain and decimal numbers, `m`, the decimal (`k`, `M`, `G`, `T`) and binary
+/// (`Ki`, `Mi`, `Gi`, `Ti`) suffixes.
+pub fn quantity(resource: &str, text: &str) -> i64 {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().unwrap_or_else(|_| panic!("{resource}: {text:?} is not a quantity"));
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 0.001,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => panic!("{resource}: unsupported quantity suffix in {text:?}"),
+    };
+    let scale = if resource == "cpu" { 1000.0 } else { 1.0 };
+    (number * factor * scale).round() as i64
+}
+
+/// A pod's requests of `resource` (summed over its containers; init containers are not used in these tests), in
+/// the units of [`quantity`].
+pub fn pod_request(pod: &Pod, resource: &str) -> i64 {
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    containers
+        .iter()
+        .filter_map(|c| c.resources.as_ref()?.requests.as_ref()?.get(resource))
+        .map(|q| quantity(resource, &q.0))
+        .sum()
+}
+
+/// A pod still holds its node's capacity: bound and not finished.
+pub fn holds_capacity(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    bound_node(pod).is_some() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// Checks, from the API server, that on every node the requests of the pods bound there (all namespaces, any
+/// scheduler), plus `extra` (node -> (cpu milli, memory bytes), e.g. capacity muster reserved for a gang), fit its
+/// allocatable cpu, memory and pods. Returns node -> bound pod names.
+pub async fn assert_no_node_overcommitted(
+    client: &Client,
+    extra: &HashMap<String, (i64, i64)>,
+) -> BTreeMap<String, Vec<String>> {
+    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await.expect("cannot list nodes");
+    let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await.expect("cannot list pods");
+    let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+    for pod in pods.items.iter().filter(|p| holds_capacity(p)) {
+        by_node.entry(bound_node(pod).expect("holds_capacity means bound").to_owned()).or_default().push(pod);
+    }
+    for node in &nodes.items {
+        let name = node.name_any();
+        let allocatable = node.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default();
+        let on_node = by_node.get(&name).map(Vec::as_slice).unwrap_or_default();
+        let (extra_cpu, extra_memory) = extra.get(&name).copied().unwrap_or((0, 0));
+        for (resource, extra) in [("cpu", extra_cpu), ("memory", extra_memory)] {
+            let used: i64 = on_node.iter().map(|p| pod_request(p, resource)).sum::<i64>() + extra;
+            let limit = allocatable.get(resource).map(|q| quantity(resource, &q.0)).unwrap_or(0);
+            assert!(
+                used <= limit,
+                "node {name} is over-committed on {resource}: {used} requested (including {extra} reserved) > \
+                 {limit} allocatable; pods there: {:?}",
+                on_node.iter().map(|p| describe_pod(p)).collect::<Vec<_>>()
+            );
+        }
+        let pod_limit = allocatable.get("pods").map(|q| quantity("pods", &q.0)).unwrap_or(i64::MAX);
+        assert!(on_node.len() as i64 <= pod_limit, "node {name} holds {} pods > {pod_limit}", on_node.len());
+    }
+    by_node.into_iter().map(|(node, pods)| (node, pods.iter().map(|p| p.name_any()).collect())).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A continuous record of where pods are bound
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One observed change of a pod's node.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    /// Since the history started.
+    pub at: Duration,
+    pub pod: String,
+    /// The gang the pod names: its `muster.dev/pod-group` label, else its `spark-app-selector` label.
+    pub gang: Option<String>,
+    /// The node after the change; `None` when the pod was deleted (or seen first unbound, which is not recorded).
+    pub node: Option<String>,
+    pub deleted: bool,
+}
+
+/// Watches the pods of a namespace from before a test creates them to its end, recording every change of
+/// `spec.nodeName` (and deletions of bound pods) with its time, so tests check invariants over the whole run
+/// rather than at the end only. Stops watching on drop.
+pub struct PodHistory {
+    start: Instant,
+    transitions: Arc<Mutex<Vec<Transition>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodHistory {
+    /// Starts watching and returns once the watch's initial listing is done.
+    pub async fn start(client: &Client, namespace: &str) -> PodHistory {
+        let start = Instant::now();
+        let transitions = Arc::new(Mutex::new(Vec::new()));
+        let api = Api::<Pod>::namespaced(client.clone(), namespace);
+        let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
+        let task = {
+            let transitions = transitions.clone();
+            tokio::spawn(async move {
+                let mut listed = Some(listed_tx);
+                let mut nodes: HashMap<String, Option<String>> = HashMap::new();
+                let mut stream = watcher(api, watcher::Config::default()).boxed();
+                while let Some(event) = stream.next().await {
+                    let (pod, deleted) = match event {
+                        Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+                        Ok(watcher::Event::Delete(pod)) => (pod, true),
+                        Ok(watcher::Event::InitDone) => {
+                            if let Some(tx) = listed.take() {
+                                let _ = tx.send(());
+                            }
+                            continue;
+                        }
+                        Ok(watcher::Event::Init) => continue,
+                        Err(e) => {
+                            // The watcher re-lists after an error; note it, in case a test then fails.
+                            eprintln!("PodHistory: watch error (retrying): {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let name = pod.name_any();
+                    let node = if deleted { None } else { bound_node(&pod).map(str::to_owned) };
+                    let previous = if deleted {
+                        nodes.remove(&name).flatten()
+                    } else {
+                        nodes.insert(name.clone(), node.clone()).flatten()
+                    };
+                    // Unbound pods coming and going are of no interest; nodeName never changes once set.
+                    if previous == node {
+                        continue;
+                    }
+                    let labels = pod.labels();
+                    let gang = labels
+                        .get(names::POD_GROUP_LABEL)
+                        .or_else(|| labels.get(names::SPARK_APP_SELECTOR_LABEL))
+                        .cloned();
+                    let transition = Transition { at: start.elapsed(), pod: name, gang, node, deleted };
+                    transitions.lock().expect("history lock").push(transition);
+                }
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(30), listed_rx)
+            .await
+            .expect("the pod watch did not list within 30 s")
+            .expect("the pod watch task ended before listing");
+        PodHistory { start, transitions, task }
+    }
+
+    /// Time since the history started (the clock of [`Transition::at`]).
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Every transition so far, in order.
+    pub fn transitions(&self) -> Vec<Transition> {
+        self.transitions.lock().expect("history lock").clone()
+    }
+
+    /// Transitions of pods for which `select` holds.
+    pub fn of(&self, select: impl Fn(&Transition) -> bool) -> Vec<Transition> {
+        self.transitions().into_iter().filter(|t| select(t)).collect()
+    }
+
+    /// Transitions that bound `pod` to a node.
+    pub fn bindings_of(&self, pod: &str) -> Vec<Transition> {
+        self.of(|t| t.pod == pod && t.node.is_some())
+    }
+}
+
+impl Drop for PodHistory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where the pods of the test's history are now, per pod (only those bound at least once).
+pub fn final_nodes(transitions: &[Transition]) -> BTreeMap<String, Option<String>> {
+    let mut nodes = BTreeMap::new();
+    for t in transitions {
+        nodes.insert(t.pod.clone(), t.node.clone());
+    }
+    nodes
+}
+
+/// Same as `PathBuf::from(env!("CARGO_MANIFEST_DIR"))`, for files of the repository.
+pub fn repository_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
