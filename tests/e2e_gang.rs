@@ -39,15 +39,14 @@ async fn a_gang_that_fits_is_fully_bound_within_capacity(mode: ExtenderMode, nam
         vec![member_template("leader", 1, "1", "1Gi"), member_template("worker", 4, "2", "1Gi")],
     ))
     .await;
+    // The leader first: kube-scheduler's own scoring (the emptiest node) would put it on node-b or node-c.
+    env.create_pod(&gang_pod("fits-leader", "fits", Some("leader"), "1", "1Gi")).await;
     let mut members = vec!["fits-leader".to_owned()];
-    // Workers first, so kube-scheduler sees them before the leader whose slot they must not take.
     for i in 0..4 {
         let name = format!("fits-worker-{i}");
         env.create_pod(&gang_pod(&name, "fits", Some("worker"), "2", "1Gi")).await;
         members.push(name);
     }
-    env.create_pod(&gang_pod("fits-leader", "fits", Some("leader"), "1", "1Gi")).await;
-
     let nodes = env.wait_all_bound(&members).await;
     assert_eq!(nodes["fits-leader"], "node-a", "the leader must take node-a's last cpu: {nodes:?}");
     for i in 0..4 {
