@@ -25,6 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use support::muster::{process_cpu_seconds, prometheus_sample, self_cpu_seconds};
 use support::{
     ControlPlane, ExtenderMode, MusterConfig, MusterServe, PodHistory, TestNode, create_nodes_concurrently,
     install_crds, muster_pod, muster_scheduler_config, test_pod, wait_until,
@@ -48,6 +49,42 @@ struct Round {
     created: Duration,
     first_bound: Duration,
     last_bound: Duration,
+    /// CPU seconds each component used during the round (creation to last binding).
+    cpu: Vec<(&'static str, f64)>,
+    /// muster's counters over the round: extender calls by verb (count, seconds), admission cycles.
+    muster_calls: Vec<(&'static str, f64, f64)>,
+    cycles: f64,
+}
+
+/// The processes whose CPU time is measured, by a piece of their command line.
+struct Probes {
+    components: Vec<(&'static str, String)>,
+}
+
+impl Probes {
+    fn cpu(&self) -> Vec<(&'static str, f64)> {
+        let mut cpu: Vec<(&'static str, f64)> =
+            self.components.iter().map(|(name, pattern)| (*name, process_cpu_seconds(pattern))).collect();
+        cpu.push(("bench (client)", self_cpu_seconds()));
+        cpu
+    }
+}
+
+const VERBS: [&str; 4] = ["filter", "prioritize", "bind", "preempt"];
+
+fn muster_counters(metrics: &str) -> (Vec<(&'static str, f64, f64)>, f64) {
+    let calls = VERBS
+        .iter()
+        .map(|verb| {
+            let label = format!("verb=\"{verb}\"");
+            (
+                *verb,
+                prometheus_sample(metrics, "muster_extender_request_duration_seconds_count", &label),
+                prometheus_sample(metrics, "muster_extender_request_duration_seconds_sum", &label),
+            )
+        })
+        .collect();
+    (calls, prometheus_sample(metrics, "muster_admission_cycles_total", ""))
 }
 
 impl Round {
@@ -60,13 +97,22 @@ impl Round {
     }
 }
 
-async fn round(control_plane: &ControlPlane, scheduler: Scheduler, index: usize, pods: usize) -> Round {
+async fn round(
+    control_plane: &ControlPlane,
+    muster: &MusterServe,
+    probes: &Probes,
+    scheduler: Scheduler,
+    index: usize,
+    pods: usize,
+) -> Round {
     let client = control_plane.client();
     let namespace = format!("round-{index}-{}", if scheduler == Scheduler::Stock { "stock" } else { "muster" });
     control_plane.create_namespace(&namespace).await;
     let history = PodHistory::start(&client, &namespace).await;
     let api = Api::<Pod>::namespaced(client.clone(), &namespace);
 
+    let cpu_before = probes.cpu();
+    let (calls_before, cycles_before) = muster_counters(&muster.metrics().await);
     let start = history.now();
     futures::stream::iter((0..pods).map(|i| {
         let api = api.clone();
@@ -94,6 +140,14 @@ async fn round(control_plane: &ControlPlane, scheduler: Scheduler, index: usize,
         .await;
     let first_bound = bound.iter().map(|t| t.at).min().expect("pods were bound") - start;
     let last_bound = bound.iter().map(|t| t.at).max().expect("pods were bound") - start;
+    let cpu =
+        probes.cpu().into_iter().zip(cpu_before).map(|((name, after), (_, before))| (name, after - before)).collect();
+    let (calls_after, cycles_after) = muster_counters(&muster.metrics().await);
+    let muster_calls = calls_after
+        .into_iter()
+        .zip(calls_before)
+        .map(|((verb, count, sum), (_, count_before, sum_before))| (verb, count - count_before, sum - sum_before))
+        .collect();
 
     // Clean up so the next round starts on the same empty cluster.
     let delete_now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
@@ -106,7 +160,7 @@ async fn round(control_plane: &ControlPlane, scheduler: Scheduler, index: usize,
         }
     })
     .await;
-    Round { scheduler, pods, created, first_bound, last_bound }
+    Round { scheduler, pods, created, first_bound, last_bound, cpu, muster_calls, cycles: cycles_after - cycles_before }
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -139,9 +193,20 @@ async fn bench() {
     control_plane.start_scheduler(&stock_config).await;
     control_plane.start_scheduler(&muster_scheduler_config(&muster, ExtenderMode::NodeNames, Some(CLIENT_QPS))).await;
 
-    // A warm-up round of each, not reported (informers, connection pools, JIT-free but cache-cold paths).
-    round(&control_plane, Scheduler::Stock, 0, pods / 10).await;
-    round(&control_plane, Scheduler::Muster, 0, pods / 10).await;
+    let dir = control_plane.dir().display().to_string();
+    let probes = Probes {
+        components: vec![
+            ("etcd", format!("--data-dir={dir}/etcd-data")),
+            ("kube-apiserver", format!("--cert-dir={dir}/apiserver-certs")),
+            ("kube-scheduler (stock)", format!("{dir}/kube-scheduler-1-config.yaml")),
+            ("kube-scheduler (muster)", format!("{dir}/kube-scheduler-2-config.yaml")),
+            ("muster serve", muster.command_line_pattern()),
+        ],
+    };
+
+    // A warm-up round of each, not reported.
+    round(&control_plane, &muster, &probes, Scheduler::Stock, 0, pods / 10).await;
+    round(&control_plane, &muster, &probes, Scheduler::Muster, 0, pods / 10).await;
 
     println!();
     println!(
@@ -153,7 +218,7 @@ async fn bench() {
     let mut results = Vec::new();
     for index in 1..=rounds {
         for scheduler in [Scheduler::Stock, Scheduler::Muster] {
-            let r = round(&control_plane, scheduler, index, pods).await;
+            let r = round(&control_plane, &muster, &probes, scheduler, index, pods).await;
             println!(
                 "| {index} | {:?} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
                 r.scheduler,
@@ -166,6 +231,28 @@ async fn bench() {
             );
             results.push(r);
         }
+    }
+
+    println!();
+    println!("CPU seconds per round (creation to last binding; 2 cores = 2 CPU seconds per second):");
+    let names: Vec<&str> = results[0].cpu.iter().map(|c| c.0).collect();
+    println!("| round | scheduler | wall s | {} |", names.join(" | "));
+    println!("|------:|-----------|-------:|{}", "------:|".repeat(names.len()));
+    for (i, r) in results.iter().enumerate() {
+        let cpu: Vec<String> = r.cpu.iter().map(|c| format!("{:.1}", c.1)).collect();
+        println!("| {} | {:?} | {:.1} | {} |", i / 2 + 1, r.scheduler, r.last_bound.as_secs_f64(), cpu.join(" | "));
+    }
+    println!();
+    println!("muster's extender calls per pod in its rounds (server-side mean latency):");
+    for r in results.iter().filter(|r| r.scheduler == Scheduler::Muster) {
+        let calls: Vec<String> = r
+            .muster_calls
+            .iter()
+            .map(|(verb, count, sum)| {
+                format!("{verb} {:.2}/pod ({:.2} ms)", count / r.pods as f64, 1e3 * sum / count.max(1.0))
+            })
+            .collect();
+        println!("  {}; admission cycles {:.0}", calls.join(", "), r.cycles);
     }
     let of = |s: Scheduler| results.iter().filter(move |r| r.scheduler == s);
     let stock = mean(of(Scheduler::Stock).map(Round::pods_per_second));

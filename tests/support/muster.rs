@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -168,6 +168,11 @@ impl MusterServe {
     /// What kube-scheduler's extender `urlPrefix` must be: `http://127.0.0.1:<port>/muster`.
     pub fn extender_url(&self) -> String {
         format!("{}{URL_PREFIX}", self.base_url())
+    }
+
+    /// A piece of this process's command line, for [`process_cpu_seconds`].
+    pub fn command_line_pattern(&self) -> String {
+        format!("--listen {}", self.addr)
     }
 
     /// The whole log so far.
@@ -1021,7 +1026,61 @@ pub fn final_nodes(transitions: &[Transition]) -> BTreeMap<String, Option<String
     nodes
 }
 
-/// Same as `PathBuf::from(env!("CARGO_MANIFEST_DIR"))`, for files of the repository.
-pub fn repository_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+// ---------------------------------------------------------------------------------------------------------------
+// Measuring (benchmarks)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// For benchmarks: CPU seconds (user + system) used so far by the processes whose command line contains `pattern`.
+pub fn process_cpu_seconds(pattern: &str) -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(pattern))
+        })
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .map(|stat| stat_cpu_seconds(&stat))
+        .sum()
+}
+
+/// For benchmarks: resident memory (VmRSS) in bytes of the processes whose command line contains `pattern`.
+pub fn process_rss_bytes(pattern: &str) -> u64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(pattern))
+        })
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("status")).ok())
+        .filter_map(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .sum()
+}
+
+pub fn self_cpu_seconds() -> f64 {
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat"))
+}
+
+/// utime + stime of a /proc/<pid>/stat line (fields 14 and 15, counted after the parenthesised command name).
+pub fn stat_cpu_seconds(stat: &str) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let fields: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 1)..].split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(14) + field(15)) / ticks
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition (0 when absent).
+pub fn prometheus_sample(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
