@@ -30,8 +30,11 @@ const BACKLOG: usize = 12;
 fn run_time(serial: usize) -> Duration {
     Duration::from_millis(2000 + (serial as u64 * 7919) % 2000)
 }
-/// Shares are sampled only after this, once the initial fill (whatever order it took) has turned over.
-const WARM_UP: Duration = Duration::from_secs(20);
+/// Silver has the cluster to itself until gold's gangs start arriving: it borrows what gold does not use yet,
+/// and the shares must then converge from that skewed start.
+const GOLD_JOINS_AT: Duration = Duration::from_secs(10);
+/// Shares are sampled only after this: 20 s (five to ten run times) after gold joined.
+const WARM_UP: Duration = Duration::from_secs(30);
 /// The sampling window: about 20 run times.
 const WINDOW: Duration = Duration::from_secs(60);
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
@@ -63,7 +66,8 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-/// Two queues (gold weight 2, silver weight 1) each keep `BACKLOG` small gangs waiting; the test plays the kubelet:
+/// Two queues (gold weight 2, silver weight 1) each keep `BACKLOG` small gangs waiting, silver from the start and
+/// gold from `GOLD_JOINS_AT` (until then silver must be able to borrow the idle cluster); the test plays the kubelet:
 /// a gang whose members are all bound is marked Running and, after its run time, Succeeded and deleted, freeing its
 /// cpu for the next admission; a pod muster evicts (reclaim) terminates at once, and its gang is given up. After
 /// `WARM_UP`, the cpu requested by each queue's bound, unfinished pods is sampled every `SAMPLE_EVERY` for `WINDOW`:
@@ -87,6 +91,8 @@ async fn two_queues_weighted_two_to_one_share_the_cluster_two_to_one() {
     let mut samples: Vec<(i64, i64)> = Vec::new();
     // muster's own view at each sample: allocated gold, allocated silver, deserved gold, deserved silver.
     let mut muster_view: Vec<[i64; 4]> = Vec::new();
+    // The most cpu silver held while it was alone.
+    let mut silver_borrowed = 0;
     let start = Instant::now();
     let mut next_sample = start + WARM_UP;
     let pods_api = env.pods();
@@ -150,6 +156,9 @@ async fn two_queues_weighted_two_to_one_share_the_cluster_two_to_one() {
         // Keep every queue's backlog full.
         let mut creations = Vec::new();
         for (queue_name, _) in QUEUES {
+            if queue_name == "gold" && start.elapsed() < GOLD_JOINS_AT {
+                continue;
+            }
             let waiting = gangs.values().filter(|r| r.queue == queue_name && !r.done && r.bound_at.is_none()).count();
             for _ in waiting..BACKLOG {
                 serial += 1;
@@ -175,6 +184,10 @@ async fn two_queues_weighted_two_to_one_share_the_cluster_two_to_one() {
         }))
         .await;
 
+        if start.elapsed() < GOLD_JOINS_AT {
+            let silver_alone: i64 = pods.values().filter(|p| holds_capacity(p)).map(|p| pod_request(p, "cpu")).sum();
+            silver_borrowed = silver_borrowed.max(silver_alone);
+        }
         if Instant::now() >= next_sample {
             next_sample += SAMPLE_EVERY;
             let mut cpu: HashMap<&str, i64> = HashMap::new();
@@ -208,7 +221,8 @@ async fn two_queues_weighted_two_to_one_share_the_cluster_two_to_one() {
     let view = |i: usize| mean(muster_view.iter().map(|v| v[i] as f64));
     eprintln!(
         "mean bound cpu over {count} samples: gold {gold:.0}m, silver {silver:.0}m (ratio {:.3}) of {cluster_cpu}m; \
-         gangs completed: gold {}, silver {}; evicted by muster: gold {}, silver {}\n\
+         silver alone held up to {silver_borrowed}m; gangs completed: gold {}, silver {}; evicted by muster: gold {}, \
+         silver {}\n\
          muster's /state over the same samples: allocated gold {:.0}m, silver {:.0}m; deserved gold {:.0}m, \
          silver {:.0}m",
         gold / silver.max(1.0),
@@ -220,6 +234,10 @@ async fn two_queues_weighted_two_to_one_share_the_cluster_two_to_one() {
         view(1),
         view(2),
         view(3),
+    );
+    assert!(
+        silver_borrowed >= cluster_cpu * 3 / 4,
+        "alone, silver should borrow the idle cluster, but held at most {silver_borrowed}m of {cluster_cpu}m"
     );
     assert!(silver > 0.0, "silver got nothing under contention: gold {gold:.0}m");
     let ratio = gold / silver;
