@@ -8,6 +8,9 @@
 //!   with a caller-given configuration, AlwaysAllow or RBAC authorization, Node and Namespace helpers.
 //! - [`set_pod_phase`]: plays the kubelet nobody runs. [`wait_for_pod`] and friends: polling with a deadline that
 //!   fails with what was seen.
+//! - [`MusterServe`] / [`MusterEnv`] (`muster.rs`): `muster serve` with its CRDs and a kube-scheduler calling it
+//!   as extender, a `/state` reader, PodGroup/Queue/gang-pod builders, and [`PodHistory`], a watch that records
+//!   every binding of a test's pods.
 //! - [`SparkSubmit`]: spark-submit in client mode (executor pods as in production), in cluster mode (the driver
 //!   pod), and "inside" an existing driver pod (executors owned by it).
 //!

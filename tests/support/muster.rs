@@ -1017,15 +1017,6 @@ impl Drop for PodHistory {
     }
 }
 
-/// Where the pods of the test's history are now, per pod (only those bound at least once).
-pub fn final_nodes(transitions: &[Transition]) -> BTreeMap<String, Option<String>> {
-    let mut nodes = BTreeMap::new();
-    for t in transitions {
-        nodes.insert(t.pod.clone(), t.node.clone());
-    }
-    nodes
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Measuring (benchmarks)
 // ---------------------------------------------------------------------------------------------------------------
