@@ -73,7 +73,35 @@ pub enum Refusal {
     QueueCapability { gang: String },
 }
 
+impl Refusal {
+    /// A short form for answers repeated once per candidate node (the full reason goes to Events and status).
+    pub fn summary(&self) -> String {
+        match self {
+            Refusal::NotAdmitted { gang, .. } => {
+                format!("gang {gang} is waiting for admission (its PodGroup status and Events say why)")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl Cluster {
+    /// The node this pending pod would be directed to without looking further: the node it already claimed, or
+    /// that of a free slot of its template. Lets the extender check one name instead of indexing every offered
+    /// node.
+    pub fn directed_node(&self, id: PodId) -> Option<NodeId> {
+        let pod = self.pod(id)?;
+        if let Some(claim) = pod.claim {
+            return Some(claim.node());
+        }
+        let (gang, template) = pod.spec.member?;
+        let gang = self.gang(gang)?;
+        if !matches!(gang.phase, GangPhase::Admitted | GangPhase::Running) {
+            return None;
+        }
+        gang.slots.iter().find(|s| s.template == template && s.claim.is_none()).map(|s| s.node)
+    }
+
     /// Chooses and claims a node for pending pod `id` among `offered`.
     pub fn place(&mut self, id: PodId, offered: &NodeSet, now: Millis) -> Result<NodeId, Refusal> {
         let pod = self.pod(id).ok_or(Refusal::UnknownPod)?;

@@ -122,11 +122,18 @@ async fn filter(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             Ok(None) => Ok(None),
             Err(reason) => Err(reason),
             Ok(Some(id)) => {
-                let offered = NodeSet::new(names.iter().filter_map(|n| index.core.node_id(n)));
-                let now = now_ms();
-                match index.core.place(id, &offered, now) {
+                // Fast path: the node this member is directed to is among the candidates (the usual case).
+                let directed = index.core.directed_node(id).filter(|n| {
+                    let name = index.node_name(*n).unwrap_or_default();
+                    names.iter().any(|candidate| candidate == name)
+                });
+                let offered = match directed {
+                    Some(n) => NodeSet::new([n]),
+                    None => NodeSet::new(names.iter().filter_map(|n| index.core.node_id(n))),
+                };
+                match index.core.place(id, &offered, now_ms()) {
                     Ok(node) => Ok(Some(index.node_name(node).unwrap_or_default().to_string())),
-                    Err(refusal) => Err(refusal.to_string()),
+                    Err(refusal) => Err(refusal.summary()),
                 }
             }
         }
@@ -138,21 +145,20 @@ async fn filter(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             result.node_names = node_names;
             result.nodes = nodes;
         }
+        // The member's reserved node alone. kube-scheduler drops the candidates an extender leaves out, and a
+        // pod that fits triggers no preemption, so listing the other 4,999 nodes would only cost time.
         Ok(Some(chosen)) => {
             if node_names.is_some() {
-                result.node_names = Some(NodeNames(vec![Cow::Owned(chosen.clone())]));
+                result.node_names = Some(NodeNames(vec![Cow::Owned(chosen)]));
             } else if let Some(mut list) = nodes {
                 list.items.retain(|n| n.metadata.name.as_deref() == Some(chosen.as_str()));
                 result.nodes = Some(list);
             }
-            for n in names.iter().filter(|n| **n != chosen) {
-                result
-                    .failed_and_unresolvable_nodes
-                    .push(n.clone(), format!("muster directs {pod_name} to node {chosen}"));
-            }
         }
+        // Every candidate fails as unresolvable, so kube-scheduler does not preempt on a gang's behalf; one short
+        // reason shared by all of them (it is repeated once per node in the answer).
         Err(reason) => {
-            let reason: Cow<'_, str> = Cow::Owned(format!("{pod_name}: {reason}"));
+            let reason: Cow<'_, str> = Cow::Owned(format!("muster: {pod_name}: {reason}"));
             if node_names.is_some() {
                 result.node_names = Some(NodeNames(Vec::new()));
             } else if let Some(mut list) = nodes {

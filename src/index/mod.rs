@@ -126,6 +126,30 @@ pub struct Index {
     now: Millis,
 }
 
+/// What muster keeps of a Node (to parse it again when a new extended resource appears): the fields that
+/// matter for placement, without managedFields, images, conditions and the rest (most of a real Node's size).
+fn slim_node(node: &Node) -> Arc<Node> {
+    use k8s_openapi::api::core::v1::{NodeSpec as K8sNodeSpec, NodeStatus};
+    Arc::new(Node {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: node.metadata.name.clone(),
+            uid: node.metadata.uid.clone(),
+            labels: node.metadata.labels.clone(),
+            ..Default::default()
+        },
+        spec: node.spec.as_ref().map(|s| K8sNodeSpec {
+            taints: s.taints.clone(),
+            unschedulable: s.unschedulable,
+            ..Default::default()
+        }),
+        status: node.status.as_ref().map(|s| NodeStatus {
+            allocatable: s.allocatable.clone(),
+            capacity: s.capacity.clone(),
+            ..Default::default()
+        }),
+    })
+}
+
 fn ms(ts: Option<&Timestamp>) -> Millis {
     ts.map(|t| t.as_millisecond().max(0) as Millis).unwrap_or(0)
 }
@@ -209,6 +233,7 @@ impl Index {
     // ----- nodes -----
 
     pub fn apply_node(&mut self, node: Arc<Node>) {
+        let node = slim_node(&node);
         let name = node.metadata.name.clone().unwrap_or_default();
         let spec = match convert::node_spec(&node, &self.core.resources) {
             Ok(spec) => spec,
