@@ -77,9 +77,7 @@ impl Refusal {
     /// A short form for answers repeated once per candidate node (the full reason goes to Events and status).
     pub fn summary(&self) -> String {
         match self {
-            Refusal::NotAdmitted { gang, .. } => {
-                format!("gang {gang} is waiting for admission (its PodGroup status and Events say why)")
-            }
+            Refusal::NotAdmitted { gang, .. } => format!("gang {gang} waits for admission"),
             other => other.to_string(),
         }
     }

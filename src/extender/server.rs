@@ -114,8 +114,6 @@ async fn filter(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         (None, Some(list)) => list.items.iter().filter_map(|n| n.metadata.name.clone().map(Cow::Owned)).collect(),
         (None, None) => Vec::new(),
     };
-    let pod_name =
-        format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""));
     let decision: Result<Option<String>, String> = {
         let mut index = shared.lock();
         match prepare(&shared, &mut index, pod) {
@@ -158,7 +156,7 @@ async fn filter(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         // Every candidate fails as unresolvable, so kube-scheduler does not preempt on a gang's behalf; one short
         // reason shared by all of them (it is repeated once per node in the answer).
         Err(reason) => {
-            let reason: Cow<'_, str> = Cow::Owned(format!("muster: {pod_name}: {reason}"));
+            let reason: Cow<'_, str> = Cow::Owned(format!("muster: {reason}"));
             if node_names.is_some() {
                 result.node_names = Some(NodeNames(Vec::new()));
             } else if let Some(mut list) = nodes {
