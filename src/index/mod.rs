@@ -89,6 +89,21 @@ pub struct GangEntry {
     pub failed: u32,
 }
 
+impl GangEntry {
+    fn new(key: GangKey) -> GangEntry {
+        GangEntry {
+            key,
+            id: None,
+            podgroup: None,
+            spark_driver: None,
+            waiting: None,
+            waiting_pods: BTreeMap::new(),
+            succeeded: 0,
+            failed: 0,
+        }
+    }
+}
+
 /// What the index keeps per pod (not the object: 100,000 pods must fit in little memory).
 #[derive(Debug, Clone)]
 pub struct PodEntry {
@@ -356,16 +371,7 @@ impl Index {
         let namespace = pg.metadata.namespace.clone().unwrap_or_default();
         let name = pg.metadata.name.clone().unwrap_or_default();
         let key = GangKey::PodGroup { namespace: namespace.clone(), name: name.clone() };
-        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry {
-            key: key.clone(),
-            id: None,
-            podgroup: None,
-            spark_driver: None,
-            waiting: None,
-            waiting_pods: BTreeMap::new(),
-            succeeded: 0,
-            failed: 0,
-        });
+        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry::new(key.clone()));
         entry.podgroup = Some(pg.clone());
         if entry.spark_driver.is_some() {
             // muster's own PodGroup for a Spark driver, echoed back by the watch: the gang is already defined.
@@ -671,16 +677,7 @@ impl Index {
         if let Some(pg) = self.gangs.get(&key).and_then(|g| g.podgroup.clone()) {
             return self.form_from_pods(pg, key, uid, pod);
         }
-        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry {
-            key: key.clone(),
-            id: None,
-            podgroup: None,
-            spark_driver: None,
-            waiting: None,
-            waiting_pods: BTreeMap::new(),
-            succeeded: 0,
-            failed: 0,
-        });
+        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry::new(key.clone()));
         entry.waiting_pods.insert(uid.to_string(), pod.clone());
         Err(Some(match gref.source {
             GangSource::SparkApp { .. } => {
@@ -744,19 +741,7 @@ impl Index {
         };
         let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
         self.gang_keys.insert(id, key.clone());
-        self.gangs.insert(
-            key.clone(),
-            GangEntry {
-                key: key.clone(),
-                id: Some(id),
-                podgroup: None,
-                spark_driver: None,
-                waiting: None,
-                waiting_pods: BTreeMap::new(),
-                succeeded: 0,
-                failed: 0,
-            },
-        );
+        self.gangs.insert(key.clone(), GangEntry { id: Some(id), ..GangEntry::new(key.clone()) });
         Ok((id, 0, key))
     }
 
@@ -790,16 +775,7 @@ impl Index {
         };
         let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
         self.gang_keys.insert(id, key.clone());
-        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry {
-            key: key.clone(),
-            id: None,
-            podgroup: None,
-            spark_driver: None,
-            waiting: None,
-            waiting_pods: BTreeMap::new(),
-            succeeded: 0,
-            failed: 0,
-        });
+        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry::new(key.clone()));
         entry.id = Some(id);
         entry.spark_driver = Some(uid.to_string());
         entry.waiting = None;
@@ -964,19 +940,14 @@ impl Index {
             }
             if let (Some(pg), GangKey::PodGroup { .. }) = (gang.podgroup, &key) {
                 // Keep the PodGroup visible (its status records the end) but out of the core.
-                self.gangs.insert(
-                    key.clone(),
-                    GangEntry {
-                        key,
-                        id: None,
-                        podgroup: Some(pg),
-                        spark_driver: None,
-                        waiting: Some("its Spark driver is gone".into()),
-                        waiting_pods: BTreeMap::new(),
-                        succeeded: gang.succeeded,
-                        failed: gang.failed,
-                    },
-                );
+                let ended = GangEntry {
+                    podgroup: Some(pg),
+                    waiting: Some("its Spark driver is gone".into()),
+                    succeeded: gang.succeeded,
+                    failed: gang.failed,
+                    ..GangEntry::new(key.clone())
+                };
+                self.gangs.insert(key, ended);
             }
             return;
         }
