@@ -108,11 +108,14 @@ async fn filter(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         return unavailable();
     }
     let ExtenderArgs { pod, nodes, node_names } = args;
-    // The candidates, by name, in either mode.
-    let names: Vec<Cow<'_, str>> = match (&node_names, &nodes) {
-        (Some(n), _) => n.0.clone(),
+    // The candidates, by name, in either mode (borrowed from the request when it carries names: no copy).
+    let from_nodes: Vec<Cow<'_, str>> = match (&node_names, &nodes) {
         (None, Some(list)) => list.items.iter().filter_map(|n| n.metadata.name.clone().map(Cow::Owned)).collect(),
-        (None, None) => Vec::new(),
+        _ => Vec::new(),
+    };
+    let names: &[Cow<'_, str>] = match &node_names {
+        Some(n) => &n.0,
+        None => &from_nodes,
     };
     let decision: Result<Option<String>, String> = {
         let mut index = shared.lock();
@@ -163,7 +166,7 @@ async fn filter(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
                 list.items.clear();
                 result.nodes = Some(list);
             }
-            for n in &names {
+            for n in names {
                 result.failed_and_unresolvable_nodes.push(n.clone(), reason.clone());
             }
         }
