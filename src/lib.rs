@@ -4,8 +4,10 @@
 //! - [`core`]: the pure capacity-packing model and decisions (no kube, no tokio, no clock).
 //! - [`api`]: the CRDs (Queue, PodGroup) and well-known names.
 //! - [`index`]: Kubernetes objects into the core (no API server needed to test it).
-//! - [`controller`]: watches, admission loop, the only writer to the cluster.
-//! - [`extender`]: kube-scheduler's extender verbs over HTTP (wire format and server).
+//! - [`controller`]: watches into the admission task (the one owner of the model), the actuator (the only
+//!   writer to the cluster), leader election.
+//! - [`plan`]: what the admission task publishes for the extender (pod to node, reasons, `/state`).
+//! - [`extender`]: kube-scheduler's extender verbs over HTTP (wire format and server), reading only [`plan`].
 //! - [`sim`]: the offline simulator driving the core over a workload trace.
 
 pub mod api;
@@ -15,5 +17,6 @@ pub mod core;
 pub mod extender;
 pub mod index;
 pub mod metrics;
+pub mod plan;
 pub mod serve;
 pub mod sim;

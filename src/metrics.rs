@@ -1,8 +1,8 @@
 //! Prometheus metrics of `muster serve` (all prefixed `muster_`), rendered at `GET /metrics`.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::core::GangPhase;
@@ -21,6 +21,12 @@ pub struct Metrics {
     pub cache_objects: IntGaugeVec,
     pub cycles: IntCounter,
     pub cycle_duration: Histogram,
+    pub leader: IntGauge,
+    pub watch_restarts: IntCounterVec,
+    pub action_failures: IntCounterVec,
+    pub action_queue_depth: IntGauge,
+    pub evictions_refused: IntCounter,
+    pub expired_gangs: IntCounter,
 }
 
 impl Default for Metrics {
@@ -72,6 +78,36 @@ impl Metrics {
                     .buckets(vec![0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0]),
             )
             .expect("valid metric"),
+            leader: IntGauge::new("muster_leader", "1 while this replica holds the leader Lease (admits and writes)")
+                .expect("valid metric"),
+            watch_restarts: IntCounterVec::new(
+                Opts::new("muster_watch_restarts_total", "Watch failures by kind (each is retried with backoff)"),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            action_failures: IntCounterVec::new(
+                Opts::new(
+                    "muster_action_failures_total",
+                    "Failed attempts of writes to the cluster by kind (retried with backoff unless permanent)",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            action_queue_depth: IntGauge::new(
+                "muster_action_queue_depth",
+                "Writes to the cluster waiting to be made or retried, plus those in flight",
+            )
+            .expect("valid metric"),
+            evictions_refused: IntCounter::new(
+                "muster_evictions_refused_total",
+                "Reclaim evictions given up after the API server kept refusing them (PodDisruptionBudget, errors)",
+            )
+            .expect("valid metric"),
+            expired_gangs: IntCounter::new(
+                "muster_expired_gangs_total",
+                "Admitted gangs whose reservations timed out before their members bound",
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -85,6 +121,12 @@ impl Metrics {
             Box::new(m.cache_objects.clone()),
             Box::new(m.cycles.clone()),
             Box::new(m.cycle_duration.clone()),
+            Box::new(m.leader.clone()),
+            Box::new(m.watch_restarts.clone()),
+            Box::new(m.action_failures.clone()),
+            Box::new(m.action_queue_depth.clone()),
+            Box::new(m.evictions_refused.clone()),
+            Box::new(m.expired_gangs.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }
@@ -108,8 +150,11 @@ impl Metrics {
                     self.queue_allocated.with_label_values(&[&q.spec.name, name]).set(value(q.allocated.get(slot)));
                 }
             }
-            let pending =
-                q.gangs.iter().filter(|g| core.gang(**g).is_some_and(|g| g.phase == GangPhase::Pending)).count();
+            let pending = q
+                .gangs
+                .iter()
+                .filter(|g| core.gang(**g).is_some_and(|g| matches!(g.phase, GangPhase::Pending | GangPhase::Expired)))
+                .count();
             self.queue_pending_gangs.with_label_values(&[&q.spec.name]).set(pending as i64);
         }
         self.reservations.set(core.gangs().map(|(_, g)| g.slots.len() as i64).sum());

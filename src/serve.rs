@@ -2,15 +2,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration as StdDuration;
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Deserialize;
-use tracing::info;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
 
-use crate::controller::{self, Shared};
+use crate::controller::leader::{self, LeaderConfig};
+use crate::controller::{self, ActuatorConfig, AdmissionConfig};
 use crate::core::Policy;
+use crate::extender::server::Extender;
 use crate::index::{Index, IndexConfig};
+use crate::metrics::Metrics;
+use crate::plan::{Health, Plans};
 use crate::sim::scenario::Duration;
 
 /// Flags of `muster serve`; each overrides the same field of the `--config` file.
@@ -31,6 +36,12 @@ pub struct ServeArgs {
     /// Queue for gangs that name none.
     #[arg(long, env = "MUSTER_DEFAULT_QUEUE")]
     pub default_queue: Option<String>,
+    /// Elect a leader among replicas on a Lease (overrides leaderElection.enabled).
+    #[arg(long, env = "MUSTER_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// This replica's identity in leader election (default: the pod name, else hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 /// The configuration file.
@@ -43,7 +54,37 @@ pub struct ServeConfig {
     pub url_prefix: String,
     pub cycle_interval: Duration,
     pub status_interval: Duration,
+    /// A refused eviction (a PodDisruptionBudget's 429, a 5xx) is retried this long, then given up: the victim
+    /// counts as running again and the next cycle re-plans reclaim.
+    pub eviction_timeout: Duration,
+    /// `/readyz` fails while a watch has been failing for longer than this.
+    pub watch_stale_after: Duration,
+    pub leader_election: LeaderElectionConfig,
     pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LeaderElectionConfig {
+    pub enabled: bool,
+    pub lease_name: String,
+    /// Default: the pod's namespace ($POD_NAMESPACE), else "default".
+    pub lease_namespace: String,
+    pub lease_duration: Duration,
+    /// The leader renews its Lease this long before it would expire.
+    pub renew_grace: Duration,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            enabled: false,
+            lease_name: "muster".into(),
+            lease_namespace: String::new(),
+            lease_duration: Duration(15_000),
+            renew_grace: Duration(5_000),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +106,9 @@ impl Default for ServeConfig {
             url_prefix: "/muster".into(),
             cycle_interval: Duration(1_000),
             status_interval: Duration(2_000),
+            eviction_timeout: Duration(60_000),
+            watch_stale_after: Duration(30_000),
+            leader_election: LeaderElectionConfig::default(),
             policy: PolicyConfig::default(),
         }
     }
@@ -104,8 +148,17 @@ impl ServeConfig {
         if let Some(v) = &args.default_queue {
             config.default_queue = v.clone();
         }
+        if args.leader_elect {
+            config.leader_election.enabled = true;
+        }
         anyhow::ensure!(config.url_prefix.starts_with('/'), "urlPrefix must start with '/': {:?}", config.url_prefix);
         anyhow::ensure!(config.cycle_interval.0 > 0, "cycleInterval must be positive");
+        anyhow::ensure!(config.status_interval.0 > 0, "statusInterval must be positive");
+        let le = &config.leader_election;
+        anyhow::ensure!(
+            le.lease_duration.0 >= 2_000 && le.renew_grace.0 >= 1_000 && le.renew_grace.0 < le.lease_duration.0,
+            "leaderElection: leaseDuration must be at least 2s and renewGrace at least 1s and below leaseDuration"
+        );
         Ok(config)
     }
 
@@ -120,39 +173,113 @@ impl ServeConfig {
     }
 }
 
-/// Runs until SIGTERM or Ctrl-C.
+/// Inputs from the extender to the admission task buffered at most (beyond that, hints are dropped).
+const FEEDBACK_BUFFER: usize = 16_384;
+
+/// Runs until SIGTERM or Ctrl-C, or until something it depends on fails (then the process exits non-zero and is
+/// restarted): a background task ending or panicking, the HTTP server failing, leadership lost.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(&args)?;
     let client =
         kube::Client::try_default().await.context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
     controller::preflight(&client).await?;
-    let index = Index::new(IndexConfig {
-        scheduler_name: config.scheduler_name.clone(),
-        default_queue: config.default_queue.clone(),
-    });
-    let (shared, actions) = Shared::new(index, config.policy(), client);
+    let metrics = Arc::new(Metrics::new());
+    let (feedback_tx, feedback_rx) = mpsc::channel(FEEDBACK_BUFFER);
+    let plans = Arc::new(Plans::new(Health::new(config.watch_stale_after.std()), feedback_tx));
 
-    // Serve health and readiness at once; the extender verbs answer 503 until the cache has synced.
+    // Health, readiness, metrics and /state at once; the extender verbs answer 503 until this replica leads and
+    // has synced.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     info!(listen = %listener.local_addr()?, prefix = %config.url_prefix, scheduler = %config.scheduler_name, "serving");
-    let app = crate::extender::server::router(shared.clone(), &config.url_prefix);
-    let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown()).await });
+    let extender = Arc::new(Extender {
+        plans: plans.clone(),
+        client: client.clone(),
+        metrics: metrics.clone(),
+        scheduler_name: config.scheduler_name.clone(),
+    });
+    let app = crate::extender::server::router(extender, &config.url_prefix);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(async move {
+        let mut stop = stop_rx;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
 
-    tokio::spawn(controller::actuator(shared.clone(), actions));
-    controller::start_watchers(&shared).await;
-    {
-        let mut index = shared.lock();
-        shared.cycle(&mut index, controller::now_ms());
+    let mut leadership = None;
+    if config.leader_election.enabled {
+        let le = &config.leader_election;
+        let lease = LeaderConfig {
+            lease_name: le.lease_name.clone(),
+            lease_namespace: if le.lease_namespace.is_empty() {
+                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into())
+            } else {
+                le.lease_namespace.clone()
+            },
+            identity: args.identity.clone().unwrap_or_else(default_identity),
+            lease_duration: le.lease_duration.std(),
+            renew_grace: le.renew_grace.std(),
+        };
+        tokio::select! {
+            acquired = leader::acquire(client.clone(), lease) => leadership = Some(acquired?),
+            _ = shutdown() => {
+                info!("shut down while standing by");
+                let _ = stop_tx.send(true);
+                return Ok(());
+            }
+            ended = &mut server => anyhow::bail!("the HTTP server ended: {ended:?}"),
+        }
     }
-    controller::set_ready(&shared);
-    info!("cache synced; ready");
-    tokio::spawn(controller::admission_loop(shared.clone(), StdDuration::from_millis(config.cycle_interval.0)));
-    tokio::spawn(controller::status_writer(shared.clone(), StdDuration::from_millis(config.status_interval.0)));
-    server.await.context("server task")?.context("server")?;
-    info!("shut down");
-    Ok(())
+    plans.health.set_leader(true);
+    metrics.leader.set(1);
+
+    let index = Index::new(IndexConfig {
+        scheduler_name: config.scheduler_name.clone(),
+        default_queue: config.default_queue.clone(),
+    });
+    let admission = AdmissionConfig {
+        policy: config.policy(),
+        cycle_interval: config.cycle_interval.std(),
+        status_interval: config.status_interval.std(),
+    };
+    let actuator = ActuatorConfig { eviction_timeout: config.eviction_timeout.std(), concurrency: 16 };
+    let controller = controller::run(client, index, admission, actuator, plans.clone(), metrics.clone(), feedback_rx);
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        failure = controller => Err(anyhow::Error::new(failure).context("the controller stopped")),
+        lost = lost => Err(anyhow::Error::new(lost)),
+        ended = &mut server => Err(anyhow::anyhow!("the HTTP server ended: {ended:?}")),
+        _ = shutdown() => Ok(()),
+    };
+    // Stop answering as the leader at once; then give the Lease up so a standby takes over without waiting for
+    // it to expire.
+    plans.health.set_leader(false);
+    metrics.leader.set(0);
+    let _ = stop_tx.send(true);
+    if let Some(l) = leadership {
+        l.release().await;
+    }
+    match &outcome {
+        Ok(()) => info!("shut down"),
+        Err(e) => error!(error = %format!("{e:#}"), "stopping"),
+    }
+    outcome
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "muster".into());
+    format!("{host}-{}", std::process::id())
 }
 
 async fn shutdown() {
@@ -164,7 +291,10 @@ async fn shutdown() {
             Ok(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }

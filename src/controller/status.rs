@@ -1,7 +1,7 @@
 //! PodGroup and Queue status as the model sees them. Pure: the status writer compares these with what it last
 //! wrote and patches only the differences, so writes are idempotent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -10,15 +10,52 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::{
     ConditionStatus, ObservedQueueState, PodGroupCondition, PodGroupPhase, PodGroupStatus, QueueStatus, Reservation,
 };
-use crate::core::{GangPhase, PodRole, Resources};
+use crate::core::{GangPhase, Millis, PodRole, Resources};
 use crate::index::{GangKey, Index};
 
 fn quantities(index: &Index, r: &Resources) -> BTreeMap<String, Quantity> {
     index.core.resources.render(r).into_iter().map(|(k, v)| (k, Quantity(v))).collect()
 }
 
+/// Why a gang waits, as `(code, message)`, the way PodGroup conditions, `/state` and Events say it. `notes`
+/// carries what the controller knows and the core does not (an eviction the API server keeps refusing).
+pub fn waiting_reason(
+    index: &Index,
+    key: &GangKey,
+    notes: &HashMap<GangKey, String>,
+    reservation_timeout: Millis,
+) -> Option<(&'static str, String)> {
+    let entry = index.gang(key)?;
+    let Some(gang) = entry.id.and_then(|id| index.core.gang(id)) else {
+        return entry.waiting.clone().map(|w| ("Waiting", w));
+    };
+    match gang.phase {
+        GangPhase::Pending => {
+            if let Some(note) = notes.get(key) {
+                let during = gang.reason.as_ref().map(|r| format!(" ({})", r.message())).unwrap_or_default();
+                return Some(("EvictionRefused", format!("{note}; reclaim is re-planned and retried{during}")));
+            }
+            gang.reason.as_ref().map(|r| (r.code(), r.message()))
+        }
+        GangPhase::Expired => Some((
+            "ReservationExpired",
+            format!(
+                "its reservations were released after {} s because {} of its minimum members never bound; it is \
+                 admitted again when its members appear",
+                reservation_timeout / 1000,
+                gang.min_total().saturating_sub(gang.bound_min.iter().sum::<u32>()),
+            ),
+        )),
+        _ => None,
+    }
+}
+
 /// Status of every PodGroup muster knows, keyed by (namespace, name), as JSON ready for a merge patch.
-pub fn podgroup_statuses(index: &Index) -> Vec<((String, String), serde_json::Value)> {
+pub fn podgroup_statuses(
+    index: &Index,
+    notes: &HashMap<GangKey, String>,
+    reservation_timeout: Millis,
+) -> Vec<((String, String), serde_json::Value)> {
     let mut out = Vec::new();
     for entry in index.gangs() {
         let (GangKey::PodGroup { namespace, name }, Some(pg)) = (&entry.key, &entry.podgroup) else { continue };
@@ -38,10 +75,10 @@ pub fn podgroup_statuses(index: &Index) -> Vec<((String, String), serde_json::Va
             }
             Some(gang) => {
                 status.phase = Some(match gang.phase {
-                    GangPhase::Pending => PodGroupPhase::Pending,
+                    // An expired gang is back in its queue's pending set.
+                    GangPhase::Pending | GangPhase::Expired => PodGroupPhase::Pending,
                     GangPhase::Admitted => PodGroupPhase::Inqueue,
                     GangPhase::Running => PodGroupPhase::Running,
-                    GangPhase::Expired => PodGroupPhase::Expired,
                     GangPhase::Finished => PodGroupPhase::Completed,
                 });
                 status.running = gang
@@ -61,16 +98,18 @@ pub fn podgroup_statuses(index: &Index) -> Vec<((String, String), serde_json::Va
                     .into_iter()
                     .map(|((template, node), count)| Reservation { template, node, count })
                     .collect();
-                match (&gang.reason, gang.phase) {
-                    (Some(reason), GangPhase::Pending) => {
-                        status.conditions.push(condition(ConditionStatus::True, reason.code(), &reason.message()))
+                match gang.phase {
+                    GangPhase::Pending | GangPhase::Expired => {
+                        if let Some((code, message)) = waiting_reason(index, &entry.key, notes, reservation_timeout) {
+                            status.conditions.push(condition(ConditionStatus::True, code, &message))
+                        }
                     }
-                    (_, GangPhase::Admitted | GangPhase::Running) => status.conditions.push(condition(
+                    GangPhase::Admitted | GangPhase::Running => status.conditions.push(condition(
                         ConditionStatus::False,
                         "Admitted",
                         "every minimum member is bound or has capacity reserved",
                     )),
-                    _ => {}
+                    GangPhase::Finished => {}
                 }
             }
         }

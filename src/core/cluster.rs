@@ -934,11 +934,17 @@ impl Cluster {
     ) -> Result<(), CoreError> {
         let gang = self.gangs.get(id.0).ok_or(CoreError::Unknown { kind: "gang", id: id.0 })?;
         let mut missing = gang.missing();
+        let requests: Vec<Resources> = gang.spec.templates.iter().map(|t| t.request).collect();
         for &(t, node) in slots {
-            if self.nodes.get(node.0).is_none() {
+            let Some(n) = self.nodes.get(node.0) else {
                 continue; // the node went away while we were down; the admission cycle repairs the gang
-            }
-            if let Some(m) = missing.get_mut(t as usize)
+            };
+            // A record written before some members bound names more slots than are missing, and the capacity of
+            // a recorded node may have been taken meanwhile: restore only what is missing and still fits. What is
+            // left missing the admission cycle repairs (the gang stays admitted).
+            let fits = requests.get(t as usize).is_some_and(|r| r.fits_in(&n.available()));
+            if fits
+                && let Some(m) = missing.get_mut(t as usize)
                 && *m > 0
             {
                 *m -= 1;
@@ -1142,6 +1148,50 @@ impl Cluster {
         }
         self.dirty = true;
         Ok(())
+    }
+
+    /// Undoes [`Cluster::set_terminating`] for a pod that is not going after all (the API server refused its
+    /// eviction): it counts towards its gang and queue again, as a minimum member while its template is below
+    /// its minimum, else as an elastic one. Returns false if the pod was not marked.
+    pub fn cancel_termination(&mut self, id: PodId) -> Result<bool, CoreError> {
+        let pod = self.pods.get_mut(id.0).ok_or(CoreError::Unknown { kind: "pod", id: id.0 })?;
+        if !pod.terminating {
+            return Ok(false);
+        }
+        pod.terminating = false;
+        let (node, request, member) = (pod.node, pod.spec.request, pod.spec.member);
+        let Some(node) = node else {
+            self.dirty = true;
+            return Ok(true);
+        };
+        let role = match member.filter(|(g, _)| self.gangs.get(g.0).is_some()) {
+            None => PodRole::Foreign,
+            Some((gang, template)) => {
+                let g = self.gang_mut(gang);
+                let t = template as usize;
+                let role = if g.bound_min[t] < g.spec.templates[t].min {
+                    g.bound_min[t] += 1;
+                    PodRole::Min
+                } else {
+                    g.bound_elastic[t] += 1;
+                    PodRole::Elastic
+                };
+                let queue = g.spec.queue;
+                let q = self.queue_mut(queue);
+                q.allocated = q.allocated.saturating_add(&request);
+                self.refresh_phase(gang);
+                role
+            }
+        };
+        self.pod_mut(id).role = role;
+        let n = self.node_mut(node);
+        n.terminating = n.terminating.saturating_sub(&request);
+        if role != PodRole::Foreign {
+            n.managed = n.managed.saturating_add(&request);
+        }
+        self.touch_node(node);
+        self.dirty = true;
+        Ok(true)
     }
 
     /// Evicts a whole gang (reclaim): its pods start terminating, its slots are released, and it goes back to

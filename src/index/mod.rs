@@ -139,6 +139,9 @@ pub struct Index {
     requested_queues: BTreeSet<String>,
     /// The caller's clock (milliseconds since the Unix epoch), set with [`Index::set_now`].
     now: Millis,
+    /// Until [`Index::finish_initial_sync`], recorded admissions are noted here instead of restored: a record
+    /// can only be restored exactly once every node and every bound member is known.
+    deferred_restores: Option<Vec<GangKey>>,
 }
 
 /// What muster keeps of a Node (to parse it again when a new extended resource appears): the fields that
@@ -194,7 +197,32 @@ impl Index {
             requests: Vec::new(),
             requested_queues: BTreeSet::new(),
             now: 0,
+            deferred_restores: Some(Vec::new()),
         }
+    }
+
+    /// The initial lists of every kind have been applied: restores the admissions recorded in PodGroup status
+    /// (by an earlier muster, before a restart or a failover), now that bound members count. Returns the gangs
+    /// restored with the admission time of their record, which is durable by definition.
+    pub fn finish_initial_sync(&mut self) -> Vec<(GangKey, Millis)> {
+        let now = self.now;
+        let mut restored = Vec::new();
+        for key in self.deferred_restores.take().unwrap_or_default() {
+            let Some(entry) = self.gangs.get(&key) else { continue };
+            let (Some(id), Some(pg)) = (entry.id, entry.podgroup.clone()) else { continue };
+            if entry.succeeded > 0 {
+                continue; // its members completed while muster was away: nothing to hold for it
+            }
+            if let Some(at) = self.restore(id, &pg, now) {
+                restored.push((key, at));
+            }
+        }
+        restored
+    }
+
+    /// Whether [`Index::finish_initial_sync`] has run.
+    pub fn is_synced(&self) -> bool {
+        self.deferred_restores.is_none()
     }
 
     /// Advances the clock that stamps binds and removals (time is passed in; the index reads no clock).
@@ -213,6 +241,11 @@ impl Index {
 
     pub fn pod(&self, uid: &str) -> Option<&PodEntry> {
         self.pods.get(uid)
+    }
+
+    /// Every pod the index keeps, by UID.
+    pub fn pods(&self) -> impl Iterator<Item = (&String, &PodEntry)> {
+        self.pods.iter()
     }
 
     pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<&str> {
@@ -419,7 +452,14 @@ impl Index {
                     entry.id = Some(id);
                     entry.waiting = None;
                     self.gang_keys.insert(id, key.clone());
-                    self.restore(id, &pg, now);
+                    match self.deferred_restores.as_mut() {
+                        Some(later) => later.push(key.clone()),
+                        None => {
+                            // A PodGroup first seen after the initial sync with an admission recorded (written
+                            // by a muster that admitted it during a watch gap): honour it.
+                            let _ = self.restore(id, &pg, now);
+                        }
+                    }
                     self.retry_waiting_pods(&key);
                 }
                 Err(e) => {
@@ -431,13 +471,14 @@ impl Index {
         }
     }
 
-    /// Restores the reservations a previous muster recorded in the PodGroup's status (restart).
-    fn restore(&mut self, id: GangId, pg: &PodGroup, now: Millis) {
-        let Some(status) = &pg.status else { return };
+    /// Restores the reservations a previous muster recorded in the PodGroup's status (restart, failover).
+    /// Returns the recorded admission time when there was an admission to restore.
+    fn restore(&mut self, id: GangId, pg: &PodGroup, now: Millis) -> Option<Millis> {
+        let status = pg.status.as_ref()?;
         let admitted = matches!(status.phase, Some(PodGroupPhase::Inqueue) | Some(PodGroupPhase::Running));
         let current = status.observed_generation.is_none() || status.observed_generation == pg.metadata.generation;
         if !admitted || !current || status.admitted_at.is_none() {
-            return;
+            return None;
         }
         let gang = self.core.gang(id).expect("live gang");
         let mut slots = Vec::new();
@@ -448,7 +489,7 @@ impl Index {
             }
         }
         let admitted_at = ms(status.admitted_at.as_ref().map(|t| &t.0));
-        let _ = self.core.restore_admission(id, &slots, admitted_at, now);
+        self.core.restore_admission(id, &slots, admitted_at, now).ok().map(|()| admitted_at)
     }
 
     pub fn delete_podgroup(&mut self, namespace: &str, name: &str) {
@@ -478,7 +519,8 @@ impl Index {
         }
     }
 
-    fn uid_of(&self, pod: PodId) -> Option<String> {
+    /// The UID of the pod behind a core pod id.
+    pub fn uid_of(&self, pod: PodId) -> Option<String> {
         let p = self.core.pod(pod)?;
         let (ns, name) = p.spec.name.split_once('/')?;
         self.pods_by_name.get(&(ns.to_string(), name.to_string())).cloned()
@@ -501,7 +543,7 @@ impl Index {
 
     // ----- pods -----
 
-    /// A pod was created or changed (or a filter call carried it).
+    /// A pod was created or changed (as the watch reports it: nothing else ever writes pods into the model).
     pub fn apply_pod(&mut self, pod: Arc<Pod>) {
         let now = self.now;
         let Some(uid) = pod.metadata.uid.clone() else {
@@ -582,10 +624,11 @@ impl Index {
         }
         if let Some(key) = &gang_key
             && let Some(g) = self.gangs.get(key).and_then(|g| g.id)
-            && self.core.gang(g).is_some_and(|g| g.phase == GangPhase::Finished)
+            && self.core.gang(g).is_some_and(|g| matches!(g.phase, GangPhase::Finished | GangPhase::Expired))
             && node.is_none()
         {
-            // A new member of a finished gang: a new wave (a Job's next pods, say).
+            // A new member of a finished gang: a new wave (a Job's next pods, say). Of an expired one: the members
+            // it waited for have come after all, so it goes back in line.
             let _ = self.core.requeue(g);
         }
         self.pods_by_name.insert((namespace.clone(), name.clone()), uid.clone());

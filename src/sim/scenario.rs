@@ -26,6 +26,11 @@ pub enum ScenarioError {
 pub struct Duration(pub u64);
 
 impl Duration {
+    /// As a `std::time::Duration`.
+    pub fn std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+
     pub fn parse(s: &str) -> Result<Duration, String> {
         let s = s.trim();
         if s.is_empty() {

@@ -1,0 +1,455 @@
+//! The actuator: every write muster makes to the cluster, retried until it succeeds or its reason is gone.
+//!
+//! Like a client-go workqueue: actions are keyed by what they write (a pod's eviction, a PodGroup's status), a
+//! newer action for a key replaces one not yet made, one key is never written by two workers at once, and a
+//! failed attempt is retried with exponential backoff (200 ms doubling to 30 s). An action ends when it
+//! succeeds, when what it was for is gone (404; a UID precondition that no longer holds), on a permanent refusal
+//! (a 4xx that retrying cannot change), or, for an eviction the API server keeps refusing (a
+//! PodDisruptionBudget's 429, a 5xx), after `eviction_timeout`: the admission task is told and re-plans.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::api::{PodGroup, Queue, names};
+use crate::core::Millis;
+use crate::index::{GangKey, ObjectRef};
+use crate::metrics::Metrics;
+
+/// A write to the cluster.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Nudge a pending pod so kube-scheduler retries it now (it has been directed to a node).
+    Touch {
+        namespace: String,
+        name: String,
+    },
+    /// Evict a pod (reclaim) through the Eviction API, only if it is still the pod with this UID.
+    Evict {
+        namespace: String,
+        name: String,
+        uid: String,
+        beneficiary: GangKey,
+        note: String,
+    },
+    /// Record an Event on an object.
+    Event {
+        object: ObjectRef,
+        warning: bool,
+        reason: String,
+        note: String,
+    },
+    /// A malformed object was skipped: log it and record a Warning Event on it.
+    ReportProblem {
+        object: ObjectRef,
+        reason: &'static str,
+        message: String,
+    },
+    CreatePodGroup(Box<PodGroup>),
+    CreateQueue(Box<Queue>),
+    /// Merge-patch a PodGroup's status. `admitted_at` marks the write that makes an admission durable.
+    PodGroupStatus {
+        namespace: String,
+        name: String,
+        status: serde_json::Value,
+        admitted_at: Option<Millis>,
+    },
+    QueueStatus {
+        name: String,
+        status: serde_json::Value,
+    },
+}
+
+impl Action {
+    /// What the action writes: one at a time per key, and the newest wins.
+    fn key(&self, seq: u64) -> String {
+        match self {
+            Action::Touch { namespace, name } => format!("touch/{namespace}/{name}"),
+            Action::Evict { uid, .. } => format!("evict/{uid}"),
+            Action::Event { .. } | Action::ReportProblem { .. } => format!("event/{seq}"),
+            Action::CreatePodGroup(pg) => format!(
+                "create-podgroup/{}/{}",
+                pg.metadata.namespace.as_deref().unwrap_or_default(),
+                pg.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Action::CreateQueue(q) => format!("create-queue/{}", q.metadata.name.as_deref().unwrap_or_default()),
+            Action::PodGroupStatus { namespace, name, .. } => format!("podgroup-status/{namespace}/{name}"),
+            Action::QueueStatus { name, .. } => format!("queue-status/{name}"),
+        }
+    }
+
+    /// The `kind` label of `muster_action_failures_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Action::Touch { .. } => "touch",
+            Action::Evict { .. } => "evict",
+            Action::Event { .. } | Action::ReportProblem { .. } => "event",
+            Action::CreatePodGroup(_) | Action::CreateQueue(_) => "create",
+            Action::PodGroupStatus { .. } | Action::QueueStatus { .. } => "status",
+        }
+    }
+}
+
+/// What the admission task needs to hear back.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A PodGroup status was written (as given).
+    PodGroupStatusWritten {
+        namespace: String,
+        name: String,
+        status: serde_json::Value,
+        admitted_at: Option<Millis>,
+    },
+    QueueStatusWritten {
+        name: String,
+        status: serde_json::Value,
+    },
+    /// An eviction was given up after the API server kept refusing it for `eviction_timeout`.
+    EvictionRefused {
+        uid: String,
+        beneficiary: GangKey,
+        message: String,
+    },
+    /// A write failed for good (a permanent refusal): the task forgets it was made, so it is computed again.
+    Abandoned {
+        key: String,
+    },
+}
+
+enum Verdict {
+    Done,
+    Retry(String),
+    GiveUp(String),
+}
+
+struct Pending {
+    action: Action,
+    attempt: u32,
+    first: Instant,
+    due: Instant,
+    seq: u64,
+}
+
+/// Settings of the actuator.
+#[derive(Debug, Clone)]
+pub struct ActuatorConfig {
+    /// How long a refused eviction is retried before the admission task re-plans.
+    pub eviction_timeout: Duration,
+    /// Writes in flight at once.
+    pub concurrency: usize,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Events are for people: not worth retrying for longer than this.
+const EVENT_GIVE_UP: Duration = Duration::from_secs(300);
+
+fn backoff(attempt: u32) -> Duration {
+    MIN_BACKOFF.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF)
+}
+
+/// Runs until the action channel closes (the admission task ended).
+pub async fn run(
+    client: Client,
+    config: ActuatorConfig,
+    metrics: Arc<Metrics>,
+    mut actions: mpsc::UnboundedReceiver<Action>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+) {
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "muster".into(), instance: None });
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    let mut due: BTreeSet<(Instant, u64, String)> = BTreeSet::new();
+    // Keys being written, and a newer action for the same key that arrived meanwhile.
+    let mut in_flight: HashMap<String, Option<Action>> = HashMap::new();
+    let mut workers: JoinSet<(String, Pending, Verdict)> = JoinSet::new();
+    let mut seq = 0u64;
+    let mut open = true;
+    loop {
+        // Start what is due, up to the concurrency limit.
+        let now = Instant::now();
+        while workers.len() < config.concurrency {
+            let Some(first) = due.first().cloned() else { break };
+            if first.0 > now {
+                break;
+            }
+            due.remove(&first);
+            let key = first.2;
+            let Some(job) = pending.remove(&key) else { continue };
+            in_flight.insert(key.clone(), None);
+            let (client, recorder) = (client.clone(), recorder.clone());
+            let eviction_timeout = config.eviction_timeout;
+            workers.spawn(async move {
+                let verdict = perform(&client, &recorder, &job, eviction_timeout).await;
+                (key, job, verdict)
+            });
+        }
+        metrics.action_queue_depth.set((pending.len() + in_flight.len()) as i64);
+        if !open && pending.is_empty() && workers.is_empty() {
+            return;
+        }
+        let next_due = due.first().map(|d| d.0);
+        tokio::select! {
+            action = actions.recv(), if open => match action {
+                Some(action) => {
+                    seq += 1;
+                    let key = action.key(seq);
+                    if let Some(newer) = in_flight.get_mut(&key) {
+                        *newer = Some(action);
+                    } else {
+                        let now = Instant::now();
+                        if let Some(old) = pending.remove(&key) {
+                            due.remove(&(old.due, old.seq, key.clone()));
+                        }
+                        due.insert((now, seq, key.clone()));
+                        pending.insert(key, Pending { action, attempt: 0, first: now, due: now, seq });
+                    }
+                }
+                None => open = false,
+            },
+            Some(joined) = workers.join_next() => {
+                let (key, mut job, verdict) = match joined {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // A worker panicked: a bug, so the process must restart rather than limp on.
+                        panic!("an actuator worker failed: {e}");
+                    }
+                };
+                let newer = in_flight.remove(&key).flatten();
+                match verdict {
+                    Verdict::Done => report_done(&job.action, &outcomes),
+                    Verdict::Retry(error) => {
+                        metrics.action_failures.with_label_values(&[job.action.kind()]).inc();
+                        debug!(%key, attempt = job.attempt, %error, "write failed; retrying with backoff");
+                        if newer.is_none() {
+                            job.attempt += 1;
+                            job.due = Instant::now() + backoff(job.attempt);
+                            due.insert((job.due, job.seq, key.clone()));
+                            pending.insert(key.clone(), job);
+                        }
+                    }
+                    Verdict::GiveUp(error) => {
+                        metrics.action_failures.with_label_values(&[job.action.kind()]).inc();
+                        warn!(%key, attempts = job.attempt + 1, %error, "write given up");
+                        if let Action::Evict { uid, beneficiary, .. } = &job.action {
+                            let _ = outcomes.send(Outcome::EvictionRefused {
+                                uid: uid.clone(),
+                                beneficiary: beneficiary.clone(),
+                                message: error,
+                            });
+                        } else {
+                            let _ = outcomes.send(Outcome::Abandoned { key: key.clone() });
+                        }
+                    }
+                }
+                if let Some(action) = newer {
+                    seq += 1;
+                    let now = Instant::now();
+                    due.insert((now, seq, key.clone()));
+                    pending.insert(key, Pending { action, attempt: 0, first: now, due: now, seq });
+                }
+            },
+            _ = sleep_until(next_due) => {}
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn report_done(action: &Action, outcomes: &mpsc::UnboundedSender<Outcome>) {
+    match action {
+        Action::PodGroupStatus { namespace, name, status, admitted_at } => {
+            let _ = outcomes.send(Outcome::PodGroupStatusWritten {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                status: status.clone(),
+                admitted_at: *admitted_at,
+            });
+        }
+        Action::QueueStatus { name, status } => {
+            let _ = outcomes.send(Outcome::QueueStatusWritten { name: name.clone(), status: status.clone() });
+        }
+        _ => {}
+    }
+}
+
+/// The HTTP status of an API error, if the API server answered.
+fn code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Sorts an error: worth retrying (no answer, 429, 5xx) or final (any other 4xx).
+fn classify(e: kube::Error, what: &str) -> Verdict {
+    match code(&e) {
+        None | Some(429) | Some(500..) => Verdict::Retry(format!("{what}: {e}")),
+        Some(_) => Verdict::GiveUp(format!("{what}: {e}")),
+    }
+}
+
+async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_timeout: Duration) -> Verdict {
+    match &job.action {
+        Action::Touch { namespace, name } => {
+            let patch = serde_json::json!({"metadata": {"annotations": {
+                names::RETRY_ANNOTATION: super::now_ms().to_string()
+            }}});
+            match Api::<Pod>::namespaced(client.clone(), namespace)
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Verdict::Done,
+                Err(e) if code(&e) == Some(404) => Verdict::Done, // gone meanwhile
+                Err(e) => classify(e, "touching the pod"),
+            }
+        }
+        Action::Evict { namespace, name, uid, note, .. } => {
+            if job.attempt == 0 {
+                info!(%namespace, %name, %note, "evicting to reclaim capacity");
+                let event = KubeEvent {
+                    type_: EventType::Normal,
+                    reason: "Reclaimed".into(),
+                    note: Some(note.chars().take(1000).collect()),
+                    action: "Evict".into(),
+                    secondary: None,
+                };
+                let reference = ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    uid: Some(uid.clone()),
+                    ..ObjectReference::default()
+                };
+                let _ = recorder.publish(&event, &reference).await;
+            }
+            // Only this pod: a pod of the same name created since is not what reclaim chose.
+            let params = EvictParams {
+                delete_options: Some(DeleteParams {
+                    preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                    ..DeleteParams::default()
+                }),
+                ..EvictParams::default()
+            };
+            match Api::<Pod>::namespaced(client.clone(), namespace).evict(name, &params).await {
+                Ok(_) => Verdict::Done,
+                // Gone, or replaced by another pod of that name: the reason for this eviction is gone.
+                Err(e) if matches!(code(&e), Some(404) | Some(409)) => Verdict::Done,
+                Err(e) => {
+                    let message = match &e {
+                        kube::Error::Api(s) => format!("eviction of {namespace}/{name} refused: {}", s.message),
+                        other => format!("eviction of {namespace}/{name} failed: {other}"),
+                    };
+                    if job.first.elapsed() >= eviction_timeout {
+                        Verdict::GiveUp(message)
+                    } else {
+                        match classify(e, "evicting") {
+                            Verdict::Retry(_) => Verdict::Retry(message),
+                            _ => Verdict::GiveUp(message),
+                        }
+                    }
+                }
+            }
+        }
+        Action::Event { object, warning, reason, note } => {
+            let event = KubeEvent {
+                type_: if *warning { EventType::Warning } else { EventType::Normal },
+                reason: reason.clone(),
+                note: Some(note.chars().take(1000).collect()),
+                action: "Admission".into(),
+                secondary: None,
+            };
+            publish_event(recorder, &event, object, job).await
+        }
+        Action::ReportProblem { object, reason, message } => {
+            if job.attempt == 0 {
+                warn!(kind = object.kind, namespace = ?object.namespace, name = %object.name, %reason, %message,
+                    "skipped a malformed object");
+            }
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: (*reason).into(),
+                note: Some(message.chars().take(1000).collect()),
+                action: "Skip".into(),
+                secondary: None,
+            };
+            publish_event(recorder, &event, object, job).await
+        }
+        Action::CreatePodGroup(pg) => {
+            let ns = pg.metadata.namespace.clone().unwrap_or_default();
+            match Api::<PodGroup>::namespaced(client.clone(), &ns).create(&PostParams::default(), pg).await {
+                Ok(_) => Verdict::Done,
+                Err(e) if code(&e) == Some(409) => Verdict::Done, // exists already
+                Err(e) => classify(e, "creating the PodGroup"),
+            }
+        }
+        Action::CreateQueue(q) => match Api::<Queue>::all(client.clone()).create(&PostParams::default(), q).await {
+            Ok(_) => Verdict::Done,
+            Err(e) if code(&e) == Some(409) => Verdict::Done,
+            Err(e) => classify(e, "creating the Queue"),
+        },
+        Action::PodGroupStatus { namespace, name, status, .. } => {
+            let patch = serde_json::json!({"status": status});
+            match Api::<PodGroup>::namespaced(client.clone(), namespace)
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Verdict::Done,
+                Err(e) if code(&e) == Some(404) => Verdict::GiveUp(format!("PodGroup {namespace}/{name} is gone")),
+                Err(e) => classify(e, "writing PodGroup status"),
+            }
+        }
+        Action::QueueStatus { name, status } => {
+            let patch = serde_json::json!({"status": status});
+            match Api::<Queue>::all(client.clone())
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Verdict::Done,
+                Err(e) if code(&e) == Some(404) => Verdict::GiveUp(format!("Queue {name} is gone")),
+                Err(e) => classify(e, "writing Queue status"),
+            }
+        }
+    }
+}
+
+async fn publish_event(recorder: &Recorder, event: &KubeEvent, object: &ObjectRef, job: &Pending) -> Verdict {
+    match recorder.publish(event, &object_reference(object)).await {
+        Ok(()) => Verdict::Done,
+        Err(e) if code(&e) == Some(404) => Verdict::Done,
+        Err(e) if job.first.elapsed() >= EVENT_GIVE_UP => Verdict::GiveUp(format!("recording an Event: {e}")),
+        Err(e) => match classify(e, "recording an Event") {
+            Verdict::GiveUp(m) => Verdict::GiveUp(m),
+            other => other,
+        },
+    }
+}
+
+fn object_reference(o: &ObjectRef) -> ObjectReference {
+    let api_version = if o.kind == "PodGroup" || o.kind == "Queue" {
+        format!("{}/{}", PodGroup::group(&()), PodGroup::version(&()))
+    } else {
+        "v1".to_string()
+    };
+    ObjectReference {
+        api_version: Some(api_version),
+        kind: Some(o.kind.into()),
+        name: Some(o.name.clone()),
+        namespace: o.namespace.clone(),
+        uid: o.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
