@@ -57,7 +57,8 @@ async fn bad_requests_get_a_4xx_or_an_error_with_a_message_and_muster_keeps_serv
     let (status, _) = post_raw(&muster, "/muster/filter", huge).await;
     assert_eq!(status, 413, "a body over the limit");
 
-    // Node names muster has never seen: every one fails, unresolvable, with a reason; nothing is chosen.
+    // A pod muster's watch never delivered (and node names it has never seen): every node fails, unresolvable,
+    // with a reason naming the pod; nothing is chosen and nothing about the pod enters muster's model.
     let (status, body) = muster
         .post_json(
             "/muster/filter",
@@ -69,7 +70,13 @@ async fn bad_requests_get_a_4xx_or_an_error_with_a_message_and_muster_keeps_serv
     assert_eq!(answer["NodeNames"], json!([]), "{body}");
     let failed = answer["FailedAndUnresolvableNodes"].as_object().expect("failed nodes");
     assert_eq!(failed.len(), 2, "{body}");
-    assert!(failed.values().all(|reason| reason.as_str().is_some_and(|r| r.contains("default/lost"))), "{body}");
+    assert!(
+        failed
+            .values()
+            .all(|reason| reason.as_str().is_some_and(|r| r.contains("default/lost") && r.contains("not yet known"))),
+        "{body}"
+    );
+    assert!(muster.state().await.gang("default", "lost").is_none(), "a filter request must not create a gang");
 
     // Binding a pod muster does not know, or onto a node it did not plan: refused in Error, nothing written.
     let (status, body) = muster
@@ -86,7 +93,10 @@ async fn bad_requests_get_a_4xx_or_an_error_with_a_message_and_muster_keeps_serv
             &json!({"PodName": "lost", "PodNamespace": "default", "PodUID": "uid-lost", "Node": "node-1"}),
         )
         .await;
-    assert!(error_of(&body).contains("planned"), "a bind muster did not plan is refused: {body}");
+    assert!(
+        error_of(&body).contains("does not know pod default/lost"),
+        "a bind muster did not plan is refused: {body}"
+    );
 
     // Prioritize for a pod muster has no plan for: every node scores 0.
     let (status, body) = muster

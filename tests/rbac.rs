@@ -1,11 +1,12 @@
 //! The RBAC and manifests shipped in deploy/ are enough for muster, and no more than it needs.
 //!
 //! Everything is read from deploy/ at test time: a rule removed from deploy/rbac.yaml fails the test that makes the
-//! call needing it, and a rule added there fails the test that pins the role to muster's contract. The API server
+//! call needing it, and a rule added there fails the test that pins the roles to muster's contract. The API server
 //! runs with RBAC authorization; the pod's identity is a static token user named exactly like its ServiceAccount
 //! (`system:serviceaccount:muster-system:muster`, with the ServiceAccount groups), so the shipped bindings apply to
-//! it unchanged. Where muster's own ClusterRole must be tested alone, only that role and its binding are applied
-//! (or the binding is pointed at a user that has nothing else).
+//! it unchanged. Where muster's own grants must be tested alone (the ClusterRole `muster` and the Role for its
+//! leader-election Lease), only those roles and their bindings are applied (or the bindings are pointed at a user
+//! that has nothing else).
 
 mod support;
 
@@ -15,15 +16,18 @@ use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event as EventV1;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Subject};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{
     Api, DeleteParams, DynamicObject, EvictParams, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
     ValidationDirective, WatchParams,
@@ -41,8 +45,16 @@ const MUSTER_NAMESPACE: &str = "muster-system";
 const MUSTER_SERVICE_ACCOUNT: &str = "muster";
 const MUSTER_USER: &str = "system:serviceaccount:muster-system:muster";
 const MUSTER_GROUPS: &[&str] = &["system:serviceaccounts", "system:serviceaccounts:muster-system"];
-/// A user bound to muster's ClusterRole and nothing else (see the `muster serve` test).
+/// A user bound to muster's own roles and nothing else (see the `muster serve` test).
 const MUSTER_ROLE_ONLY_USER: &str = "muster-role-only";
+/// The Role (in muster's namespace) for muster's leader election, and the Lease it elects on.
+const LEADER_ELECTION_ROLE: &str = "muster-leader-election";
+const LEASE_NAME: &str = "muster";
+/// muster's default `leaderElection.leaseName`, used when the shipped configuration does not set one.
+const DEFAULT_LEASE_NAME: &str = "muster";
+/// The PriorityClass muster's pods run at, and the highest value a non-system PriorityClass may have.
+const PRIORITY_CLASS: &str = "muster-critical";
+const HIGHEST_USER_DEFINABLE_PRIORITY: i32 = 1_000_000_000;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Reading deploy/
@@ -88,24 +100,35 @@ fn typed<T: DeserializeOwned>(docs: &[Value], kind: &str, name: &str) -> T {
     serde_json::from_value(matching[0].clone()).unwrap_or_else(|e| panic!("{kind} {name} does not parse: {e}"))
 }
 
-/// muster's ClusterRole and every document binding it, as shipped.
+/// muster's own grants as shipped: the ServiceAccount, the ClusterRole `muster`, the Role for its Lease, and
+/// every document binding one of those roles.
 fn muster_role_documents() -> Vec<Value> {
     let docs = documents("deploy/rbac.yaml");
-    let role: ClusterRole = typed(&docs, "ClusterRole", "muster");
-    let role_name = role.metadata.name.expect("typed() matched the name");
+    let cluster_role: ClusterRole = typed(&docs, "ClusterRole", "muster");
+    let cluster_role_name = cluster_role.metadata.name.expect("typed() matched the name");
+    let role: Role = typed(&docs, "Role", LEADER_ELECTION_ROLE);
+    let role_namespace = role.metadata.namespace.expect("a Role is namespaced");
     let selected: Vec<Value> = docs
         .into_iter()
         .filter(|doc| match kind_of(doc) {
             "ServiceAccount" => true,
-            "ClusterRole" => name_of(doc) == role_name,
-            "ClusterRoleBinding" => doc["roleRef"]["kind"] == "ClusterRole" && doc["roleRef"]["name"] == *role_name,
+            "ClusterRole" => name_of(doc) == cluster_role_name,
+            "ClusterRoleBinding" => {
+                doc["roleRef"]["kind"] == "ClusterRole" && doc["roleRef"]["name"] == *cluster_role_name
+            }
+            "Role" => name_of(doc) == LEADER_ELECTION_ROLE,
+            // A RoleBinding refers to a Role of its own namespace.
+            "RoleBinding" => {
+                doc["roleRef"]["kind"] == "Role"
+                    && doc["roleRef"]["name"] == LEADER_ELECTION_ROLE
+                    && doc["metadata"]["namespace"] == *role_namespace
+            }
             _ => false,
         })
         .collect();
-    assert!(
-        selected.iter().any(|d| kind_of(d) == "ClusterRoleBinding"),
-        "deploy/rbac.yaml has no ClusterRoleBinding for the ClusterRole muster"
-    );
+    for (kind, role) in [("ClusterRoleBinding", "the ClusterRole muster"), ("RoleBinding", "the Role for the Lease")] {
+        assert!(selected.iter().any(|d| kind_of(d) == kind), "deploy/rbac.yaml has no {kind} for {role}");
+    }
     selected
 }
 
@@ -194,30 +217,53 @@ fn merge_patch(value: Value) -> Patch<Value> {
     Patch::Merge(value)
 }
 
+/// Like [`wait_until_muster_can_list_nodes`], for the Role in muster's namespace: its Lease can be read (absent is
+/// fine; refused is not, yet).
+async fn wait_until_muster_can_read_its_lease(muster: &Client) {
+    let leases = Api::<Lease>::namespaced(muster.clone(), MUSTER_NAMESPACE);
+    wait_until("the shipped RoleBinding reaches the authorizer", DEFAULT_TIMEOUT, || async {
+        leases.get_opt(LEASE_NAME).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Pure checks of deploy/ (no cluster)
 // ---------------------------------------------------------------------------------------------------------------
 
-/// (API group, resource, verb) triples granted by a role's rules; panics on anything RBAC would read more broadly
-/// than it looks (wildcards, resource names, non-resource URLs).
-fn grants(role: &ClusterRole) -> BTreeSet<(String, String, String)> {
-    assert!(role.aggregation_rule.is_none(), "muster's role must not aggregate other roles");
+/// (API group, resource, verb, resource names) granted by rules; an empty name list means every object of the
+/// kind. Panics on anything RBAC would read more broadly than it looks (wildcards, non-resource URLs).
+fn rule_grants<'a>(rules: impl IntoIterator<Item = &'a PolicyRule>) -> BTreeSet<(String, String, String, Vec<String>)> {
     let mut grants = BTreeSet::new();
-    for rule in role.rules.iter().flatten() {
+    for rule in rules {
         assert!(rule.non_resource_urls.is_none(), "muster needs no non-resource URL: {rule:?}");
-        assert!(rule.resource_names.is_none(), "muster's rules apply to every object of a kind: {rule:?}");
+        let mut names = rule.resource_names.clone().unwrap_or_default();
+        names.sort();
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
                 for verb in &rule.verbs {
-                    for part in [group, resource, verb] {
-                        assert!(!part.contains('*'), "no wildcards in muster's role: {rule:?}");
+                    for part in [group, resource, verb].into_iter().chain(&names) {
+                        assert!(!part.contains('*'), "no wildcards in muster's roles: {rule:?}");
                     }
-                    grants.insert((group.clone(), resource.clone(), verb.clone()));
+                    grants.insert((group.clone(), resource.clone(), verb.clone(), names.clone()));
                 }
             }
         }
     }
     grants
+}
+
+/// (API group, resource, verb) triples granted by muster's ClusterRole, whose every rule applies to every object
+/// of its kind (resource names there would hide that muster needs a rule cluster-wide).
+fn grants(role: &ClusterRole) -> BTreeSet<(String, String, String)> {
+    assert!(role.aggregation_rule.is_none(), "muster's role must not aggregate other roles");
+    for rule in role.rules.iter().flatten() {
+        assert!(rule.resource_names.is_none(), "muster's rules apply to every object of a kind: {rule:?}");
+    }
+    rule_grants(role.rules.iter().flatten())
+        .into_iter()
+        .map(|(group, resource, verb, _)| (group, resource, verb))
+        .collect()
 }
 
 /// muster's contract with the API server (see deploy/README.md), and nothing else: a rule added to
@@ -249,6 +295,64 @@ fn the_shipped_cluster_role_grants_exactly_musters_contract() {
     assert!(missing.is_empty() && extra.is_empty(), "deploy/rbac.yaml: missing {missing:?}, extra {extra:?}");
 }
 
+fn service_account_subject() -> Subject {
+    Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: MUSTER_SERVICE_ACCOUNT.to_owned(),
+        namespace: Some(MUSTER_NAMESPACE.to_owned()),
+        api_group: None,
+    }
+}
+
+/// Leader election and nothing more: `create` on Leases in muster's namespace (RBAC cannot restrict a create by
+/// name: the name is not known when the request is authorised) and every other verb the lease manager uses on the
+/// one Lease muster's shipped configuration names, in the namespace its pod runs in. A verb added here must be
+/// added to the contract deliberately, as for the ClusterRole.
+#[test]
+fn the_shipped_lease_role_grants_exactly_leader_election_on_musters_lease() {
+    let rbac = documents("deploy/rbac.yaml");
+    let role: Role = typed(&rbac, "Role", LEADER_ELECTION_ROLE);
+    assert_eq!(role.metadata.namespace.as_deref(), Some(MUSTER_NAMESPACE), "the Lease lives in muster's namespace");
+    let contract: &[(&str, &[&str])] =
+        &[("create", &[]), ("get", &[LEASE_NAME]), ("patch", &[LEASE_NAME]), ("delete", &[LEASE_NAME])];
+    let expected: BTreeSet<(String, String, String, Vec<String>)> = contract
+        .iter()
+        .map(|(verb, names)| {
+            let names = names.iter().map(|n| (*n).to_owned()).collect();
+            ("coordination.k8s.io".to_owned(), "leases".to_owned(), (*verb).to_owned(), names)
+        })
+        .collect();
+    let shipped = rule_grants(role.rules.iter().flatten());
+    let missing: Vec<_> = expected.difference(&shipped).collect();
+    let extra: Vec<_> = shipped.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "Role {LEADER_ELECTION_ROLE}: missing {missing:?}, extra {extra:?}"
+    );
+
+    let binding: RoleBinding = typed(&rbac, "RoleBinding", LEADER_ELECTION_ROLE);
+    assert_eq!(binding.metadata.namespace, role.metadata.namespace, "a RoleBinding grants its own namespace's Role");
+    assert_eq!((binding.role_ref.kind.as_str(), binding.role_ref.name.as_str()), ("Role", LEADER_ELECTION_ROLE));
+    assert!(
+        binding.subjects.unwrap_or_default().contains(&service_account_subject()),
+        "the binding names the pod's ServiceAccount"
+    );
+
+    // The Lease the shipped configuration elects on is the one the Role names, in the namespace the Role is in.
+    let docs = deploy_documents();
+    let config = config_map_entry(&docs, "muster-config", "muster.yaml");
+    let election = &config["leaderElection"];
+    assert_eq!(election["enabled"], serde_yaml::Value::Bool(true), "the shipped configuration elects a leader");
+    let lease_name = election.get("leaseName").and_then(|v| v.as_str()).unwrap_or(DEFAULT_LEASE_NAME);
+    assert_eq!(lease_name, LEASE_NAME);
+    let deployment: Deployment = typed(&docs, "Deployment", "muster");
+    let pod_namespace = deployment.metadata.namespace.clone().expect("a namespaced Deployment");
+    // An empty or absent leaseNamespace means the pod's own ($POD_NAMESPACE, from the downward API).
+    let lease_namespace =
+        election.get("leaseNamespace").and_then(|v| v.as_str()).filter(|ns| !ns.is_empty()).unwrap_or(&pod_namespace);
+    assert_eq!(Some(lease_namespace), role.metadata.namespace.as_deref());
+}
+
 fn container<'a>(deployment: &'a Deployment, name: &str) -> &'a Container {
     let spec = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("a pod template");
     spec.containers.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no container {name} in the Deployment"))
@@ -270,36 +374,104 @@ fn config_file(relative: &str) -> serde_yaml::Value {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
 }
 
-/// The Deployment runs what the README says, as the ServiceAccount the RBAC binds, with the configuration in
-/// config/ (the kube-scheduler one minus its kubeconfig, so it uses the in-cluster configuration).
+fn yaml(text: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("not YAML: {e}\n{text}"))
+}
+
+/// `base` with `overlay` merged in: mappings key by key (recursively), anything else replaced.
+fn merged(mut base: serde_yaml::Value, overlay: serde_yaml::Value) -> serde_yaml::Value {
+    match (base.as_mapping_mut(), overlay) {
+        (Some(base_map), serde_yaml::Value::Mapping(overlay_map)) => {
+            for (key, value) in overlay_map {
+                let merged_value = match base_map.remove(&key) {
+                    Some(old) => merged(old, value),
+                    None => value,
+                };
+                base_map.insert(key, merged_value);
+            }
+            base
+        }
+        (_, overlay) => overlay,
+    }
+}
+
+/// Whether a label selector's `matchLabels` (and nothing else) select pods with these labels.
+fn selects(match_labels: Option<&BTreeMap<String, String>>, labels: &BTreeMap<String, String>) -> bool {
+    match_labels.is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// The Deployment runs what the README says: two replicas (a leader and a standby) of one hardened pod, as the
+/// ServiceAccount the RBAC binds, spread over nodes, above workload priority, with the configurations in config/
+/// plus exactly what high availability changes (leader election on both sides; kube-scheduler calls muster
+/// through the Service), a Service that sends kube-scheduler to the Ready replica, and a disruption budget.
 #[test]
-fn the_deployment_is_one_hardened_pod_with_the_configs_from_config() {
+fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
     let docs = deploy_documents();
     let deployment: Deployment = typed(&docs, "Deployment", "muster");
     assert_eq!(deployment.metadata.namespace.as_deref(), Some(MUSTER_NAMESPACE));
     let spec = deployment.spec.as_ref().expect("a Deployment spec");
-    assert_eq!(spec.replicas, Some(1), "reservations live in one process's memory");
+    assert_eq!(spec.replicas, Some(2), "a leader and a standby");
+    let strategy = spec.strategy.as_ref().expect("a rollout strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.as_ref().expect("rollingUpdate parameters");
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)), "a new pod starts before the old ones go");
     assert_eq!(
-        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
-        Some("Recreate"),
-        "a rolling update would run two muster instances at once"
+        rolling.max_unavailable,
+        Some(IntOrString::String("100%".to_owned())),
+        "only the leader is ever Ready: a rollout that waited for a new pod to become available before stopping the \
+         old leader would wait forever"
     );
     let pod = spec.template.spec.as_ref().expect("a pod template");
+    let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    assert!(selects(spec.selector.match_labels.as_ref(), &pod_labels), "the Deployment selects its pods");
     assert_eq!(pod.service_account_name.as_deref(), Some(MUSTER_SERVICE_ACCOUNT));
     assert_eq!(pod.scheduler_name, None, "muster's own pod is placed by the default scheduler");
     let binding: ClusterRoleBinding = typed(&documents("deploy/rbac.yaml"), "ClusterRoleBinding", "muster");
-    let subject = Subject {
-        kind: "ServiceAccount".to_owned(),
-        name: MUSTER_SERVICE_ACCOUNT.to_owned(),
-        namespace: Some(MUSTER_NAMESPACE.to_owned()),
-        api_group: None,
-    };
-    assert!(binding.subjects.unwrap_or_default().contains(&subject), "the binding names the pod's ServiceAccount");
+    assert!(
+        binding.subjects.unwrap_or_default().contains(&service_account_subject()),
+        "the binding names the pod's ServiceAccount"
+    );
+
+    // Above every workload, below the system classes, and shipped (not a system class, which some distributions
+    // admit only in kube-system).
+    assert_eq!(pod.priority_class_name.as_deref(), Some(PRIORITY_CLASS));
+    let class: PriorityClass = typed(&docs, "PriorityClass", PRIORITY_CLASS);
+    assert_eq!(class.value, HIGHEST_USER_DEFINABLE_PRIORITY);
+    assert_ne!(class.global_default, Some(true), "muster's class is not every pod's default");
+
+    // The replicas on different nodes where the cluster allows it.
+    let anti_affinity = pod.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref()).expect("pod anti-affinity");
+    assert!(
+        anti_affinity.preferred_during_scheduling_ignored_during_execution.iter().flatten().any(|term| {
+            term.pod_affinity_term.topology_key == "kubernetes.io/hostname"
+                && selects(
+                    term.pod_affinity_term.label_selector.as_ref().and_then(|s| s.match_labels.as_ref()),
+                    &pod_labels,
+                )
+        }),
+        "a preferred anti-affinity of the replicas per node: {anti_affinity:?}"
+    );
+    assert!(
+        anti_affinity.required_during_scheduling_ignored_during_execution.is_none(),
+        "preferred only: a one-node cluster still runs both replicas"
+    );
 
     let muster = container(&deployment, "muster");
     assert_eq!(muster.image.as_deref(), Some("ghcr.io/muster-dev/muster:0.1.0"));
     let command: Vec<String> = muster.command.iter().chain(muster.args.iter()).flatten().cloned().collect();
     assert_eq!(command, ["muster", "serve", "--config", "/etc/muster/muster.yaml"]);
+    // The Lease's namespace and this replica's identity, from the downward API.
+    let downward: BTreeMap<&str, &str> = muster
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let field = e.value_from.as_ref()?.field_ref.as_ref()?;
+            Some((e.name.as_str(), field.field_path.as_str()))
+        })
+        .collect();
+    assert_eq!(downward.get("POD_NAMESPACE"), Some(&"metadata.namespace"), "env: {:?}", muster.env);
+    assert_eq!(downward.get("POD_NAME"), Some(&"metadata.name"), "env: {:?}", muster.env);
     let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
         let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("an HTTP probe");
         (get.path.clone().unwrap_or_default(), serde_json::to_value(&get.port).expect("a port serialises"))
@@ -325,8 +497,21 @@ fn the_deployment_is_one_hardened_pod_with_the_configs_from_config() {
     assert_eq!(pod_security.run_as_non_root, Some(true));
     assert!(pod_security.run_as_user.is_some_and(|uid| uid != 0));
 
-    // The configurations are config/'s, mounted where the commands read them.
-    assert_eq!(config_map_entry(&docs, "muster-config", "muster.yaml"), config_file("config/muster.yaml"));
+    // The Service kube-scheduler calls muster through: it selects the pods and targets the port muster listens on.
+    let service: Service = typed(&docs, "Service", "muster");
+    assert_eq!(service.metadata.namespace.as_deref(), Some(MUSTER_NAMESPACE));
+    let service_spec = service.spec.expect("a Service spec");
+    assert!(selects(service_spec.selector.as_ref(), &pod_labels), "the Service selects the pods");
+    assert_ne!(service_spec.publish_not_ready_addresses, Some(true), "the Service must route to the Ready leader only");
+    let service_port = &service_spec.ports.expect("ports")[0];
+    assert_eq!((service_port.name.as_deref(), service_port.port), (Some("http"), 8888));
+    assert_eq!(service_port.target_port, Some(IntOrString::String("http".to_owned())));
+
+    // The configurations are config/'s plus exactly what running two replicas changes, mounted where the commands
+    // read them.
+    let muster_config = config_map_entry(&docs, "muster-config", "muster.yaml");
+    let ha = yaml("leaderElection: {enabled: true}");
+    assert_eq!(muster_config, merged(config_file("config/muster.yaml"), ha));
     let mut expected_scheduler = config_file("config/kube-scheduler.yaml");
     let client_connection = expected_scheduler
         .get_mut("clientConnection")
@@ -336,8 +521,24 @@ fn the_deployment_is_one_hardened_pod_with_the_configs_from_config() {
     if client_connection.is_empty() {
         expected_scheduler.as_mapping_mut().expect("a mapping").remove("clientConnection");
     }
+    // The sidecars elect one active scheduler on the Lease the bootstrap role system:kube-scheduler allows (its
+    // name, in any namespace), in muster's namespace: never the cluster's own scheduler's Lease in kube-system.
+    expected_scheduler["leaderElection"] =
+        yaml(&format!("{{leaderElect: true, resourceNamespace: {MUSTER_NAMESPACE}, resourceName: kube-scheduler}}"));
+    // The active scheduler may run next to the standby muster: it calls muster through the Service.
+    let listen_port = muster_config["listen"].as_str().and_then(|l| l.rsplit_once(':')).map(|(_, port)| port);
+    assert_eq!(listen_port, Some("8888"), "muster listens on the container port");
+    let prefix = muster_config["urlPrefix"].as_str().expect("urlPrefix");
+    let service_url = format!(
+        "http://{}.{}.svc:{}{prefix}",
+        service.metadata.name.as_deref().expect("a named Service"),
+        MUSTER_NAMESPACE,
+        service_port.port
+    );
+    expected_scheduler["extenders"][0]["urlPrefix"] = service_url.into();
     let scheduler_config = config_map_entry(&docs, "muster-kube-scheduler-config", "kube-scheduler.yaml");
     assert_eq!(scheduler_config, expected_scheduler);
+    assert_eq!(scheduler_config["profiles"][0]["schedulerName"], muster_config["schedulerName"]);
     let mounts = |c: &Container| -> BTreeMap<String, String> {
         c.volume_mounts.iter().flatten().map(|m| (m.name.clone(), m.mount_path.clone())).collect()
     };
@@ -361,32 +562,23 @@ fn the_deployment_is_one_hardened_pod_with_the_configs_from_config() {
         scheduler.command
     );
 
-    // The sidecar calls muster on the port and prefix muster listens on.
-    let muster_config = config_map_entry(&docs, "muster-config", "muster.yaml");
-    let listen_port = muster_config["listen"].as_str().and_then(|l| l.rsplit_once(':')).map(|(_, port)| port);
-    let prefix = muster_config["urlPrefix"].as_str().expect("urlPrefix");
-    let url = format!("http://127.0.0.1:{}{prefix}", listen_port.expect("listen has a port"));
-    assert_eq!(scheduler_config["extenders"][0]["urlPrefix"].as_str(), Some(url.as_str()));
-    assert_eq!(scheduler_config["profiles"][0]["schedulerName"], muster_config["schedulerName"]);
-    assert_eq!(scheduler_config["leaderElection"]["leaderElect"], serde_yaml::Value::Bool(false));
-
-    let service: Service = typed(&docs, "Service", "muster");
-    let service_spec = service.spec.expect("a Service spec");
-    let selector = service_spec.selector.expect("a selector");
-    let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
-    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "the Service selects the pod");
-    let service_port = &service_spec.ports.expect("ports")[0];
-    assert_eq!((service_port.name.as_deref(), service_port.port), (Some("http"), 8888));
+    // The disruption budget covers the pods; a pod that is not Ready (the standby) never blocks an eviction.
+    let budget: PodDisruptionBudget = typed(&docs, "PodDisruptionBudget", "muster");
+    assert_eq!(budget.metadata.namespace.as_deref(), Some(MUSTER_NAMESPACE));
+    let budget_spec = budget.spec.expect("a PodDisruptionBudget spec");
+    assert_eq!(budget_spec.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(budget_spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
+    assert!(selects(budget_spec.selector.as_ref().and_then(|s| s.match_labels.as_ref()), &pod_labels));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Against the real API server
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Every call muster makes, as muster, with only the shipped ClusterRole bound: each is allowed. And a few that
-/// would be dangerous are refused.
+/// Every call muster makes, as muster, with only its shipped roles bound (the ClusterRole and the Role for its
+/// Lease): each is allowed. And a few that would be dangerous are refused.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_shipped_cluster_role_allows_every_call_muster_makes_and_refuses_the_rest() {
+async fn the_shipped_roles_allow_every_call_muster_makes_and_refuse_the_rest() {
     let control_plane = ControlPlane::builder().rbac().user(MUSTER_USER, MUSTER_GROUPS).start().await;
     let admin = control_plane.client();
     install_crds(&admin).await;
@@ -396,6 +588,7 @@ async fn the_shipped_cluster_role_allows_every_call_muster_makes_and_refuses_the
     }
     let muster = control_plane.client_for_user(MUSTER_USER).await;
     wait_until_muster_can_list_nodes(&muster).await;
+    wait_until_muster_can_read_its_lease(&muster).await;
 
     // The world muster watches, made by the admin.
     let ns = "work";
@@ -500,6 +693,27 @@ async fn the_shipped_cluster_role_allows_every_call_muster_makes_and_refuses_the
     let series = merge_patch(json!({"series": {"count": 2, "lastObservedTime": "2025-01-01T00:00:10.000000Z"}}));
     allowed("patch an events.k8s.io event", events.patch("spark-app.admitted", &PatchParams::default(), &series).await);
 
+    // Leader election, as the lease manager does it in muster's namespace: read the Lease (absent at first), create
+    // it, take it (server-side apply), renew and release it (strategic merge), and delete it.
+    let leases = Api::<Lease>::namespaced(muster.clone(), MUSTER_NAMESPACE);
+    assert!(allowed("get its lease", leases.get_opt(LEASE_NAME).await).is_none(), "no Lease before muster makes it");
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": LEASE_NAME, "namespace": MUSTER_NAMESPACE}}))
+        .expect("a Lease");
+    allowed("create its lease", leases.create(&PostParams::default(), &lease).await);
+    let take = Patch::Apply(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "spec": {"holderIdentity": "muster-0", "leaseDurationSeconds": 15,
+                 "acquireTime": "2025-01-01T00:00:00.000000Z", "renewTime": "2025-01-01T00:00:00.000000Z"},
+    }));
+    let taken = allowed("take its lease", leases.patch(LEASE_NAME, &PatchParams::apply("muster-0"), &take).await);
+    assert_eq!(taken.spec.and_then(|s| s.holder_identity).as_deref(), Some("muster-0"));
+    let renew = Patch::Strategic(json!({"spec": {"renewTime": "2025-01-01T00:00:10.000000Z", "leaseTransitions": 1}}));
+    allowed("renew its lease", leases.patch(LEASE_NAME, &PatchParams::default(), &renew).await);
+    let release = Patch::Strategic(json!({"spec": {"holderIdentity": null, "renewTime": null, "acquireTime": null}}));
+    allowed("release its lease", leases.patch(LEASE_NAME, &PatchParams::default(), &release).await);
+    allowed("read its lease", leases.get(LEASE_NAME).await);
+    allowed("delete its lease", leases.delete(LEASE_NAME, &DeleteParams::default()).await);
+
     // What muster must not do.
     forbidden("delete a pod directly", pods.delete("pending", &DeleteParams::default()).await);
     forbidden("create a pod", pods.create(&PostParams::default(), &test_pod("sneaky", "1", "1Gi")).await);
@@ -526,11 +740,28 @@ async fn the_shipped_cluster_role_allows_every_call_muster_makes_and_refuses_the
     );
     forbidden("delete a podgroup", groups.delete("spark-app", &DeleteParams::default()).await);
     forbidden("delete a queue", queues.delete("default", &DeleteParams::default()).await);
-    let lease: Lease =
-        serde_json::from_value(json!({"metadata": {"name": "muster", "namespace": ns}})).expect("a Lease");
+    // Leases: only its own, only in its namespace. (Creating one of another name there is allowed: RBAC cannot
+    // restrict a create by name.)
+    let other: Lease =
+        serde_json::from_value(json!({"metadata": {"name": "someone-else", "namespace": MUSTER_NAMESPACE}}))
+            .expect("a Lease");
+    allowed(
+        "(admin) create another lease",
+        Api::<Lease>::namespaced(admin.clone(), MUSTER_NAMESPACE).create(&PostParams::default(), &other).await,
+    );
+    forbidden("read another lease", leases.get("someone-else").await);
+    let hijack = Patch::Strategic(json!({"spec": {"holderIdentity": "muster-0"}}));
+    forbidden("take another lease", leases.patch("someone-else", &PatchParams::default(), &hijack).await);
+    forbidden("delete another lease", leases.delete("someone-else", &DeleteParams::default()).await);
+    forbidden("list leases", leases.list(&ListParams::default()).await);
+    let elsewhere = Api::<Lease>::namespaced(muster.clone(), ns);
+    let lease_elsewhere: Lease =
+        serde_json::from_value(json!({"metadata": {"name": LEASE_NAME, "namespace": ns}})).expect("a Lease");
+    forbidden("create a lease outside its namespace", elsewhere.create(&PostParams::default(), &lease_elsewhere).await);
+    forbidden("read a lease of its name outside its namespace", elsewhere.get(LEASE_NAME).await);
     forbidden(
-        "create a lease (leader election is off)",
-        Api::<Lease>::namespaced(muster.clone(), ns).create(&PostParams::default(), &lease).await,
+        "read the cluster scheduler's lease",
+        Api::<Lease>::namespaced(muster.clone(), "kube-system").get("kube-scheduler").await,
     );
     let escalation: ClusterRoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "muster-escalates"},
@@ -551,14 +782,17 @@ async fn the_shipped_cluster_role_allows_every_call_muster_makes_and_refuses_the
 /// `muster serve` as a child process, its output in a log file; killed when dropped (printing the log's tail
 /// first when the test is failing).
 struct MusterProcess {
+    identity: String,
     child: Child,
     log_path: PathBuf,
 }
 
 impl MusterProcess {
-    /// Runs `muster serve --config <config>` with the given listen port, the test's URL prefix and scheduler name.
-    fn spawn(config: &Path, kubeconfig: &Path, listen_port: u16, log_dir: &Path) -> MusterProcess {
-        let log_path = log_dir.join("muster-serve.log");
+    /// Runs `muster serve --config <config>` with the given listen port, the test's URL prefix and scheduler name,
+    /// and the environment the Deployment gives each replica from the downward API: its identity (`POD_NAME`) and
+    /// namespace (`POD_NAMESPACE`, where the leader-election Lease lives).
+    fn spawn(config: &Path, kubeconfig: &Path, listen_port: u16, log_dir: &Path, identity: &str) -> MusterProcess {
+        let log_path = log_dir.join(format!("muster-serve-{identity}.log"));
         let log = std::fs::File::create(&log_path).expect("cannot create the muster log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_muster"));
         command
@@ -568,6 +802,8 @@ impl MusterProcess {
             .args(["--listen", &format!("127.0.0.1:{listen_port}")])
             .args(["--url-prefix", "/muster", "--scheduler-name", "muster"])
             .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", identity)
+            .env("POD_NAMESPACE", MUSTER_NAMESPACE)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("a log handle"))
@@ -582,7 +818,7 @@ impl MusterProcess {
             });
         }
         let child = command.spawn().expect("cannot start the muster binary");
-        MusterProcess { child, log_path }
+        MusterProcess { identity: identity.to_owned(), child, log_path }
     }
 
     fn log(&self) -> String {
@@ -595,8 +831,40 @@ impl MusterProcess {
 
     fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("cannot query muster") {
-            panic!("muster serve exited ({status}); its log:\n{}", self.log());
+            panic!("muster serve {} exited ({status}); its log:\n{}", self.identity, self.log());
         }
+    }
+
+    /// SIGKILL: no lease release, no goodbye (what a node failure or the OOM killer does).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until `/readyz` answers 200 on `port`, failing if the process exits or `timeout` passes.
+    async fn wait_ready(&mut self, port: u16, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            self.assert_running();
+            let last = match http_get(port, "/readyz").await {
+                Ok((200, _)) => return,
+                Ok((status, body)) => format!("{status} {body}"),
+                Err(e) => e,
+            };
+            assert!(
+                start.elapsed() < timeout,
+                "/readyz of muster {} never answered 200 within {timeout:?}; last: {last}",
+                self.identity
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asserts that nothing the process logged is an authorization failure.
+    fn assert_never_refused(&self) {
+        let log = self.log();
+        let refused = forbidden_lines(&log);
+        assert!(refused.is_empty(), "muster {} was refused by RBAC:\n{}", self.identity, refused.join("\n"));
     }
 }
 
@@ -605,14 +873,13 @@ impl Drop for MusterProcess {
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("\n----- last lines of muster serve -----");
+            eprintln!("\n----- last lines of muster serve {} -----", self.identity);
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
-            eprintln!("----- end of muster serve -----");
+            eprintln!("----- end of muster serve {} -----", self.identity);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -647,15 +914,118 @@ fn forbidden_lines(log: &str) -> Vec<&str> {
     log.lines().filter(|line| line.to_ascii_lowercase().contains("forbidden")).collect()
 }
 
-/// The whole product with the shipped deploy/ (RBAC, sidecar scheduler configuration): `muster serve` and a
-/// kube-scheduler with the configuration from the ConfigMap admit and bind a gang of two, with no authorization
-/// failure on either side.
+/// Stands in for the Service `muster` on loopback: each connection is forwarded to a backend whose `/readyz`
+/// answers 200 when the connection arrives (a Service routes only to Ready endpoints, and only the leader is
+/// Ready), and closed at once when none is, as a connection to a Service without ready endpoints is refused.
+struct ReadyEndpointsService {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyEndpointsService {
+    async fn start(backends: Vec<u16>) -> ReadyEndpointsService {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind a loopback port");
+        let port = listener.local_addr().expect("a bound listener has an address").port();
+        let backends = Arc::new(backends);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for &backend in backends.iter() {
+                        if !matches!(http_get(backend, "/readyz").await, Ok((200, _))) {
+                            continue;
+                        }
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                    // No ready backend: dropping the connection closes it.
+                });
+            }
+        });
+        ReadyEndpointsService { port, task }
+    }
+}
+
+impl Drop for ReadyEndpointsService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The holder of a Lease, read as the admin (`None` when the Lease does not exist or nobody holds it).
+async fn lease_holder(admin: &Client, namespace: &str, name: &str) -> Result<Option<String>, String> {
+    let lease = Api::<Lease>::namespaced(admin.clone(), namespace).get_opt(name).await.map_err(|e| e.to_string())?;
+    Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+}
+
+async fn wait_for_lease_holder(admin: &Client, namespace: &str, name: &str, holder: &str) {
+    wait_until(&format!("Lease {namespace}/{name} is held by {holder}"), DEFAULT_TIMEOUT, || async {
+        match lease_holder(admin, namespace, name).await? {
+            Some(h) if h == holder => Ok(()),
+            other => Err(format!("held by {other:?}")),
+        }
+    })
+    .await;
+}
+
+/// Creates a PodGroup of `members` identical members (template `w`) and its pods, scheduled by muster, and waits
+/// until every pod is bound and muster has recorded the gang's phase in its status.
+async fn run_gang(admin: &Client, namespace: &str, name: &str, members: u32, cpu: &str, memory: &str) {
+    let group: PodGroup = serde_json::from_value(json!({
+        "apiVersion": "scheduling.muster.dev/v1alpha1", "kind": "PodGroup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"minMember": members, "memberTemplates": [
+            {"name": "w", "minMember": members, "resources": {"cpu": cpu, "memory": memory}},
+        ]},
+    }))
+    .expect("a PodGroup");
+    let groups = Api::<PodGroup>::namespaced(admin.clone(), namespace);
+    groups.create(&PostParams::default(), &group).await.expect("create the PodGroup");
+    let pods = Api::<Pod>::namespaced(admin.clone(), namespace);
+    for i in 0..members {
+        let mut pod = test_pod(&format!("{name}-{i}"), cpu, memory);
+        pod.metadata.labels = Some(BTreeMap::from([("muster.dev/pod-group".to_owned(), name.to_owned())]));
+        pod.metadata.annotations = Some(BTreeMap::from([("muster.dev/member-template".to_owned(), "w".to_owned())]));
+        pod.spec.as_mut().expect("test_pod has a spec").scheduler_name = Some("muster".to_owned());
+        pods.create(&PostParams::default(), &pod).await.expect("create a gang member");
+    }
+    let selector = format!("muster.dev/pod-group={name}");
+    let what = format!("are {members} bound pods");
+    let bound = wait_for_pods(admin, namespace, &selector, &what, |pods| {
+        pods.len() == members as usize && pods.iter().all(|p| bound_node(p).is_some())
+    })
+    .await;
+    assert_eq!(bound.len(), members as usize);
+    // muster wrote what its RBAC is for: the gang's status (podgroups/status). Read back as the admin: muster itself
+    // never reads single objects (it watches).
+    wait_until(&format!("muster records the phase of gang {name}"), DEFAULT_TIMEOUT, || async {
+        let group = groups.get(name).await.map_err(|e| e.to_string())?;
+        group.status.as_ref().and_then(|s| s.phase).map(|_| ()).ok_or_else(|| format!("{:?}", group.status))
+    })
+    .await;
+}
+
+/// How long a standby gets to take over after the leader is killed: the killed leader's Lease must expire
+/// (leaderElection.leaseDuration, 15 s by default, from its last renewal), then the standby takes it, syncs and
+/// restores admissions from PodGroup status; with room for a loaded machine.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The whole product with the shipped deploy/ (RBAC, both configurations, leader election on both sides): two
+/// `muster serve` replicas elect a leader on the Lease in muster's namespace, a kube-scheduler with the
+/// configuration from the ConfigMap (electing its own leader on its Lease there) reaches the leader through a
+/// stand-in for the Service, and a gang of two is admitted and bound. Then the leader is killed: the standby takes
+/// the Lease, becomes Ready, and the next gang binds through the same scheduler, untouched. No authorization
+/// failure on any side.
 ///
-/// The scheduler acts as the pod's ServiceAccount, with every shipped binding. muster acts as a user bound to the
-/// ClusterRole `muster` alone (the shipped binding with its subject replaced): the ServiceAccount also holds
-/// kube-scheduler's roles (pods/binding among them), which would hide a rule muster's own role lacks.
+/// The scheduler acts as the pod's ServiceAccount, with every shipped binding. muster acts as a user bound to
+/// muster's own roles alone (the shipped ClusterRole and Role bindings with their subject replaced): the
+/// ServiceAccount also holds kube-scheduler's roles (pods/binding and leases among them), which would hide a rule
+/// muster's own roles lack.
 #[tokio::test(flavor = "multi_thread")]
-async fn muster_serve_and_its_sidecar_scheduler_bind_a_gang_with_only_the_shipped_rbac() {
+async fn muster_serve_and_its_sidecar_scheduler_bind_gangs_across_a_failover_with_only_the_shipped_rbac() {
     let mut control_plane =
         ControlPlane::builder().rbac().user(MUSTER_USER, MUSTER_GROUPS).user(MUSTER_ROLE_ONLY_USER, &[]).start().await;
     let admin = control_plane.client();
@@ -665,19 +1035,22 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_a_gang_with_only_the_shippe
     for doc in deploy_documents() {
         apply(&admin, &doc).await;
     }
-    let mut binding = muster_role_documents()
-        .into_iter()
-        .find(|doc| kind_of(doc) == "ClusterRoleBinding")
-        .expect("muster_role_documents() checks there is one");
-    binding["metadata"] = json!({"name": "muster-role-only"});
-    binding["subjects"] =
-        json!([{"kind": "User", "name": MUSTER_ROLE_ONLY_USER, "apiGroup": "rbac.authorization.k8s.io"}]);
-    apply(&admin, &binding).await;
+    for doc in muster_role_documents() {
+        if !matches!(kind_of(&doc), "ClusterRoleBinding" | "RoleBinding") {
+            continue;
+        }
+        let mut binding = doc.clone();
+        binding["metadata"]["name"] = format!("{}-role-only", name_of(&doc)).into();
+        binding["subjects"] =
+            json!([{"kind": "User", "name": MUSTER_ROLE_ONLY_USER, "apiGroup": "rbac.authorization.k8s.io"}]);
+        apply(&admin, &binding).await;
+    }
     let muster_client = control_plane.client_for_user(MUSTER_ROLE_ONLY_USER).await;
     wait_until_muster_can_list_nodes(&muster_client).await;
+    wait_until_muster_can_read_its_lease(&muster_client).await;
     wait_until_muster_can_list_nodes(&control_plane.client_for_user(MUSTER_USER).await).await;
     forbidden(
-        "delete pods with muster's role alone",
+        "delete pods with muster's roles alone",
         Api::<Pod>::namespaced(muster_client.clone(), "default")
             .delete_collection(&DeleteParams::default(), &ListParams::default())
             .await,
@@ -685,78 +1058,85 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_a_gang_with_only_the_shippe
     control_plane.create_node(&TestNode::new("node-a", "2", "4Gi")).await;
     control_plane.create_node(&TestNode::new("node-b", "2", "4Gi")).await;
 
-    // muster with the shipped configuration file (the flags override where it listens, as on a laptop).
+    // Two replicas with the shipped configuration file (the flags override where they listen, as on a laptop).
     let docs = deploy_documents();
     let config_path = control_plane.dir().join("muster.yaml");
     std::fs::write(&config_path, config_map_text(&docs, "muster-config", "muster.yaml")).expect("write the config");
-    let port = free_loopback_port();
-    let kubeconfig = control_plane.kubeconfig_for_user(MUSTER_ROLE_ONLY_USER);
-    let mut muster = MusterProcess::spawn(&config_path, kubeconfig, port, control_plane.dir());
-    let start = Instant::now();
-    loop {
-        muster.assert_running();
-        let last = match http_get(port, "/readyz").await {
-            Ok((200, _)) => break,
-            Ok((status, body)) => format!("{status} {body}"),
-            Err(e) => e,
-        };
-        assert!(start.elapsed() < Duration::from_secs(60), "muster's /readyz never answered 200; last: {last}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let kubeconfig = control_plane.kubeconfig_for_user(MUSTER_ROLE_ONLY_USER).to_owned();
+    let (port_a, port_b) = (free_loopback_port(), free_loopback_port());
+    let service = ReadyEndpointsService::start(vec![port_a, port_b]).await;
+    let mut muster_a = MusterProcess::spawn(&config_path, &kubeconfig, port_a, control_plane.dir(), "muster-a");
+    muster_a.wait_ready(port_a, Duration::from_secs(60)).await;
+    wait_for_lease_holder(&admin, MUSTER_NAMESPACE, LEASE_NAME, "muster-a").await;
 
-    // The sidecar's configuration as shipped, pointed at this muster, acting as the pod's ServiceAccount.
+    // The sidecar's configuration as shipped, pointed at this Service, acting as the pod's ServiceAccount.
     let mut config = config_map_entry(&docs, "muster-kube-scheduler-config", "kube-scheduler.yaml");
-    config["extenders"][0]["urlPrefix"] = format!("http://127.0.0.1:{port}/muster").into();
-    let kubeconfig = control_plane.kubeconfig_for_user(MUSTER_USER).display().to_string();
+    config["extenders"][0]["urlPrefix"] = format!("http://127.0.0.1:{}/muster", service.port).into();
+    let scheduler_kubeconfig = control_plane.kubeconfig_for_user(MUSTER_USER).display().to_string();
     config.as_mapping_mut().expect("a mapping").insert(
         "clientConnection".into(),
-        serde_yaml::to_value(BTreeMap::from([("kubeconfig", kubeconfig)])).expect("a mapping serialises"),
+        serde_yaml::to_value(BTreeMap::from([("kubeconfig", scheduler_kubeconfig)])).expect("a mapping serialises"),
     );
     control_plane.start_scheduler(&serde_yaml::to_string(&config).expect("YAML serialises")).await;
 
     let ns = "gang";
     control_plane.create_namespace(ns).await;
-    let group: PodGroup = serde_json::from_value(json!({
-        "apiVersion": "scheduling.muster.dev/v1alpha1", "kind": "PodGroup",
-        "metadata": {"name": "train", "namespace": ns},
-        "spec": {"minMember": 2, "memberTemplates": [
-            {"name": "w", "minMember": 2, "resources": {"cpu": "1", "memory": "1Gi"}},
-        ]},
-    }))
-    .expect("a PodGroup");
-    Api::<PodGroup>::namespaced(admin.clone(), ns).create(&PostParams::default(), &group).await.expect("create");
-    let pods = Api::<Pod>::namespaced(admin.clone(), ns);
-    for name in ["train-0", "train-1"] {
-        let mut pod = test_pod(name, "1", "1Gi");
-        pod.metadata.labels = Some(BTreeMap::from([("muster.dev/pod-group".to_owned(), "train".to_owned())]));
-        pod.metadata.annotations = Some(BTreeMap::from([("muster.dev/member-template".to_owned(), "w".to_owned())]));
-        pod.spec.as_mut().expect("test_pod has a spec").scheduler_name = Some("muster".to_owned());
-        pods.create(&PostParams::default(), &pod).await.expect("create a gang member");
-    }
-    let bound = wait_for_pods(&admin, ns, "muster.dev/pod-group=train", "are 2 bound pods", |pods| {
-        pods.len() == 2 && pods.iter().all(|p| bound_node(p).is_some())
-    })
-    .await;
-    assert_eq!(bound.len(), 2);
-
-    // muster wrote what its RBAC is for: the gang's status (podgroups/status) and the default queue (queues create).
-    // Read back as the admin: muster itself never reads single objects (it watches).
-    let groups = Api::<PodGroup>::namespaced(admin.clone(), ns);
-    wait_until("muster records the gang's phase", DEFAULT_TIMEOUT, || async {
-        let group = groups.get("train").await.map_err(|e| e.to_string())?;
-        group.status.as_ref().and_then(|s| s.phase).map(|_| ()).ok_or_else(|| format!("{:?}", group.status))
-    })
-    .await;
+    run_gang(&admin, ns, "train", 2, "1", "1Gi").await;
+    // muster created the default queue (queues create).
     let queues = Api::<Queue>::all(admin.clone());
     wait_until("muster creates the default queue", DEFAULT_TIMEOUT, || async {
         queues.get_opt("default").await.map_err(|e| e.to_string())?.map(|_| ()).ok_or_else(|| "absent".to_owned())
     })
     .await;
 
-    muster.assert_running();
-    let muster_log = muster.log();
-    let refused = forbidden_lines(&muster_log);
-    assert!(refused.is_empty(), "muster was refused by RBAC:\n{}", refused.join("\n"));
+    // The scheduler elected itself on its Lease in muster's namespace, not on the cluster scheduler's.
+    wait_until("the sidecar scheduler holds its Lease in muster's namespace", DEFAULT_TIMEOUT, || async {
+        lease_holder(&admin, MUSTER_NAMESPACE, "kube-scheduler").await?.map(|_| ()).ok_or_else(|| "no holder".into())
+    })
+    .await;
+    assert_eq!(
+        lease_holder(&admin, "kube-system", "kube-scheduler").await.expect("read kube-system"),
+        None,
+        "the sidecar must never take the cluster scheduler's Lease"
+    );
+    let (_, metrics) = http_get(port_a, "/metrics").await.expect("muster-a serves /metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("muster_leader") && l.trim_end().ends_with(" 1")),
+        "the leader reports muster_leader 1:\n{}",
+        metrics.lines().filter(|l| l.contains("muster_leader")).collect::<Vec<_>>().join("\n")
+    );
+
+    // A second replica is a standby: it serves, is not Ready, and leaves the Lease to the leader.
+    let mut muster_b = MusterProcess::spawn(&config_path, &kubeconfig, port_b, control_plane.dir(), "muster-b");
+    let start = Instant::now();
+    while !matches!(http_get(port_b, "/healthz").await, Ok((200, _))) {
+        muster_b.assert_running();
+        assert!(start.elapsed() < Duration::from_secs(60), "the standby never served /healthz");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let watched_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < watched_until {
+        muster_b.assert_running();
+        let (status, body) = http_get(port_b, "/readyz").await.expect("the standby answers /readyz");
+        assert_ne!(status, 200, "a standby must not be Ready while the leader holds the Lease: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        lease_holder(&admin, MUSTER_NAMESPACE, LEASE_NAME).await.expect("read the Lease").as_deref(),
+        Some("muster-a")
+    );
+    muster_a.assert_running();
+    muster_a.assert_never_refused();
+
+    // The leader dies without releasing the Lease. The standby takes over once it expires, and kube-scheduler,
+    // untouched, reaches it through the Service: the next gang binds.
+    muster_a.kill();
+    muster_b.wait_ready(port_b, FAILOVER_TIMEOUT).await;
+    wait_for_lease_holder(&admin, MUSTER_NAMESPACE, LEASE_NAME, "muster-b").await;
+    run_gang(&admin, ns, "infer", 2, "500m", "512Mi").await;
+
+    muster_b.assert_running();
+    muster_b.assert_never_refused();
     let scheduler_log_path = control_plane.dir().join("kube-scheduler-1.log");
     let scheduler_log = std::fs::read_to_string(&scheduler_log_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", scheduler_log_path.display()));

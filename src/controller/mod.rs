@@ -87,8 +87,21 @@ pub async fn run(
     watch::spawn_all(&mut tasks, &client, &input_tx, &plans, &metrics);
     drop(input_tx);
     let task = admission::AdmissionTask::new(index, admission, plans.clone(), metrics.clone(), action_tx);
+    // The admission task gets a thread of its own: a long cycle (tens of milliseconds at 10,000 nodes) must
+    // never hold up a worker of the runtime that answers kube-scheduler.
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new().name("muster-admission".into()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(task.run(input_rx, feedback, outcome_rx)),
+            Err(e) => tracing::error!(error = %e, "cannot start the admission task's runtime"),
+        }
+        let _ = ended_tx.send(()); // dropped unsent if the task panicked: the same news
+    });
+    if let Err(e) = spawned {
+        return ControllerError::TaskEnded(format!("cannot start the admission thread: {e}"));
+    }
     tasks.spawn(async move {
-        task.run(input_rx, feedback, outcome_rx).await;
+        let _ = ended_rx.await;
         "admission"
     });
     tasks.spawn(async move {

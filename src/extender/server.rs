@@ -137,9 +137,12 @@ async fn filter(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
             }
             Some(PodPlan::Waiting(reason)) => Err(Cow::Owned(reason.to_string())),
             Some(PodPlan::Bound(node)) => Err(Cow::Owned(format!("pod is already bound to {node}"))),
-            None => Err(Cow::Borrowed(
-                "this pod is not yet known to muster (its watch has not delivered it, or it no longer exists); retry",
-            )),
+            None => Err(Cow::Owned(format!(
+                "pod {}/{} is not yet known to muster (its watch has not delivered it, or it no longer exists); \
+                 retry",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ))),
         }
     };
     if decision.is_err() && !uid.is_empty() && ours {
