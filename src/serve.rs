@@ -260,11 +260,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ended = &mut server => Err(anyhow::anyhow!("the HTTP server ended: {ended:?}")),
         _ = shutdown() => Ok(()),
     };
-    // Stop answering as the leader at once; then give the Lease up so a standby takes over without waiting for
-    // it to expire.
+    // Stop answering as the leader at once, let requests in flight (a bind) finish, then give the Lease up (a
+    // standby takes it once the expiry it last saw has passed).
     plans.health.set_leader(false);
     metrics.leader.set(0);
     let _ = stop_tx.send(true);
+    if !server.is_finished() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut server).await;
+    }
     if let Some(l) = leadership {
         l.release().await;
     }

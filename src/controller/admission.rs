@@ -95,6 +95,8 @@ pub struct AdmissionTask {
     last_snapshot: Instant,
     last_cycle: Instant,
     changed_since_snapshot: bool,
+    /// Some pod's plan may have changed outside a cycle (a status write confirmed, a pod re-directed).
+    publish_due: bool,
 }
 
 fn now_ms() -> Millis {
@@ -132,6 +134,7 @@ impl AdmissionTask {
             last_snapshot: long_ago,
             last_cycle: long_ago,
             changed_since_snapshot: true,
+            publish_due: false,
         }
     }
 
@@ -188,6 +191,13 @@ impl AdmissionTask {
         for (key, at) in restored {
             self.recorded.insert(key, at);
         }
+        // kube-scheduler may hold these pods back after an earlier muster refused them (or did not answer):
+        // nudge each one when it is first directed, rather than leave it to kube-scheduler's backoff.
+        for (uid, entry) in self.index.pods() {
+            if entry.managed && entry.node.is_none() {
+                self.plans.note_refused(uid);
+            }
+        }
         self.cycle(now_ms());
         self.publish_snapshot();
         self.plans.health.set_synced();
@@ -199,6 +209,8 @@ impl AdmissionTask {
         let now = now_ms();
         if self.index.core.is_dirty() || self.last_cycle.elapsed() >= self.config.cycle_interval {
             self.cycle(now);
+        } else if self.publish_due {
+            self.publish_pods();
         }
         if self.last_status.elapsed() >= self.config.status_interval {
             self.write_statuses();
@@ -319,7 +331,7 @@ impl AdmissionTask {
                     self.index.core.forget_claim(id);
                     self.offered.insert(id, (set, now_ms()));
                     self.direct(id, now_ms());
-                    self.publish_pods();
+                    self.publish_due = true;
                 }
             }
             Feedback::Preempt { proposals, reply } => {
@@ -347,7 +359,7 @@ impl AdmissionTask {
                         self.recording.remove(&key);
                     }
                     self.recorded.insert(key, at);
-                    self.publish_pods(); // its members may go now
+                    self.publish_due = true; // its members may go now
                 }
                 self.written_groups.insert((namespace, name), status);
             }
@@ -626,6 +638,7 @@ impl AdmissionTask {
     /// Publishes every managed pod's plan that changed, and nudges pods kube-scheduler was refused for that are
     /// now directed.
     fn publish_pods(&mut self) {
+        self.publish_due = false;
         let mut gang_reasons = HashMap::new();
         let mut changes = Vec::new();
         let mut seen = HashSet::with_capacity(self.published.len());

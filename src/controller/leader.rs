@@ -114,7 +114,8 @@ impl Leadership {
         }
     }
 
-    /// Gives the Lease up (graceful shutdown), so a standby takes over at once.
+    /// Gives the Lease up (graceful shutdown). A standby takes it once the expiry it last read has passed, so
+    /// this spares a replica that restarts at once the wait, not a running standby.
     pub async fn release(self) {
         drop(self.changes); // the lease manager releases the Lease when nobody listens
         let _ = tokio::time::timeout(Duration::from_secs(5), self.manager).await;
