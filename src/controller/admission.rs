@@ -47,8 +47,11 @@ pub struct AdmissionConfig {
     pub status_interval: Duration,
 }
 
-/// How fresh `/state` and the gauges are at most.
+/// How stale `/state` and the gauges may get at most while things change.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
+/// `/state` is rebuilt after every change while building it costs at most this share of the task's time (so it
+/// agrees with the plans the extender answers from), and every `SNAPSHOT_INTERVAL` at most when it costs more.
+const SNAPSHOT_COST_SHARE: u32 = 10;
 /// Inputs applied before the next cycle at most (so a flood of events still gets cycles).
 const BATCH: usize = 4096;
 /// How long a kube-scheduler refusal of a ghost pod is remembered.
@@ -97,6 +100,8 @@ pub struct AdmissionTask {
     changed_since_snapshot: bool,
     /// Some pod's plan may have changed outside a cycle (a status write confirmed, a pod re-directed).
     publish_due: bool,
+    /// How long the last `/state` snapshot took to build.
+    snapshot_cost: Duration,
 }
 
 fn now_ms() -> Millis {
@@ -135,6 +140,7 @@ impl AdmissionTask {
             last_cycle: long_ago,
             changed_since_snapshot: true,
             publish_due: false,
+            snapshot_cost: Duration::ZERO,
         }
     }
 
@@ -218,7 +224,10 @@ impl AdmissionTask {
             let now = now_ms();
             self.offered.retain(|_, (_, at)| now.saturating_sub(*at) < OFFERED_HINT_TTL);
         }
-        if self.changed_since_snapshot && self.last_snapshot.elapsed() >= SNAPSHOT_INTERVAL {
+        let since = self.last_snapshot.elapsed();
+        if self.changed_since_snapshot
+            && (since >= SNAPSHOT_INTERVAL || since >= self.snapshot_cost * SNAPSHOT_COST_SHARE)
+        {
             self.publish_snapshot();
         }
     }
@@ -677,7 +686,7 @@ impl AdmissionTask {
 
     /// The `/state` snapshot and the gauges that mirror the model.
     fn publish_snapshot(&mut self) {
-        self.last_snapshot = Instant::now();
+        let start = Instant::now();
         self.changed_since_snapshot = false;
         let index = &self.index;
         let core = &index.core;
@@ -752,6 +761,8 @@ impl AdmissionTask {
             .collect();
         self.plans.set_state(StateSnapshot { queues, gangs });
         self.metrics.observe(&self.index);
+        self.last_snapshot = Instant::now();
+        self.snapshot_cost = start.elapsed();
     }
 
     // ----- status -----
