@@ -199,8 +199,8 @@ impl AdmissionTask {
         }
         // kube-scheduler may hold these pods back after an earlier muster refused them (or did not answer):
         // nudge each one when it is first directed, rather than leave it to kube-scheduler's backoff.
-        for (uid, entry) in self.index.pods() {
-            if entry.managed && entry.node.is_none() {
+        for (uid, entry) in self.index.managed_pods() {
+            if entry.node.is_none() {
                 self.plans.note_refused(uid);
             }
         }
@@ -338,8 +338,8 @@ impl AdmissionTask {
                     // Direct it again, among the nodes kube-scheduler finds feasible (it knows constraints
                     // muster does not model, such as pod affinity).
                     self.index.core.forget_claim(id);
-                    self.offered.insert(id, (set, now_ms()));
-                    self.direct(id, now_ms());
+                    self.offered.insert(id, (set.clone(), now_ms()));
+                    self.direct(id, now_ms(), &set);
                     self.publish_due = true;
                 }
             }
@@ -521,19 +521,17 @@ impl AdmissionTask {
         if pending.is_empty() {
             return;
         }
+        let all = NodeSet::new(self.index.core.nodes().map(|(n, _)| n));
         for id in pending {
-            self.direct(id, now);
+            self.direct(id, now, &all);
         }
     }
 
-    fn direct(&mut self, id: PodId, now: Millis) {
-        let all;
+    /// Claims a node for pending member `id` among `all` (or the nodes kube-scheduler last offered it).
+    fn direct(&mut self, id: PodId, now: Millis, all: &NodeSet) {
         let offered = match self.offered.get(&id) {
             Some((set, _)) => set,
-            None => {
-                all = NodeSet::new(self.index.core.nodes().map(|(n, _)| n));
-                &all
-            }
+            None => all,
         };
         match self.index.core.place(id, offered, now) {
             Ok(_) => {
@@ -572,11 +570,9 @@ impl AdmissionTask {
             return;
         }
         let timeout = self.config.policy.reservation_timeout;
-        let statuses: HashMap<(String, String), serde_json::Value> =
-            status::podgroup_statuses(&self.index, &self.refusals, timeout).into_iter().collect();
         for (key, at) in writes {
             let GangKey::PodGroup { namespace, name } = &key else { continue };
-            let Some(status) = statuses.get(&(namespace.clone(), name.clone())).cloned() else { continue };
+            let Some(status) = status::podgroup_status(&self.index, &key, &self.refusals, timeout) else { continue };
             self.recording.insert(key.clone(), at);
             self.act(Action::PodGroupStatus {
                 namespace: namespace.clone(),
@@ -651,10 +647,7 @@ impl AdmissionTask {
         let mut gang_reasons = HashMap::new();
         let mut changes = Vec::new();
         let mut seen = HashSet::with_capacity(self.published.len());
-        for (uid, entry) in self.index.pods() {
-            if !entry.managed {
-                continue;
-            }
+        for (uid, entry) in self.index.managed_pods() {
             seen.insert(uid.as_str());
             if entry.node.is_some() && matches!(self.published.get(uid), Some(PodPlan::Bound(_))) {
                 continue; // bound stays bound

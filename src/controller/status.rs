@@ -56,67 +56,76 @@ pub fn podgroup_statuses(
     notes: &HashMap<GangKey, String>,
     reservation_timeout: Millis,
 ) -> Vec<((String, String), serde_json::Value)> {
-    let mut out = Vec::new();
-    for entry in index.gangs() {
-        let (GangKey::PodGroup { namespace, name }, Some(pg)) = (&entry.key, &entry.podgroup) else { continue };
-        let mut status = PodGroupStatus {
-            observed_generation: pg.metadata.generation,
-            succeeded: entry.succeeded as i32,
-            failed: entry.failed as i32,
-            ..PodGroupStatus::default()
-        };
-        match entry.id.and_then(|id| index.core.gang(id)) {
-            None => {
-                status.phase =
-                    Some(if entry.succeeded > 0 { PodGroupPhase::Completed } else { PodGroupPhase::Pending });
-                if let Some(w) = &entry.waiting {
-                    status.conditions.push(condition(ConditionStatus::True, "Waiting", w));
-                }
-            }
-            Some(gang) => {
-                status.phase = Some(match gang.phase {
-                    // An expired gang is back in its queue's pending set.
-                    GangPhase::Pending | GangPhase::Expired => PodGroupPhase::Pending,
-                    GangPhase::Admitted => PodGroupPhase::Inqueue,
-                    GangPhase::Running => PodGroupPhase::Running,
-                    GangPhase::Finished => PodGroupPhase::Completed,
-                });
-                status.running = gang
-                    .pods
-                    .iter()
-                    .filter(|p| index.core.pod(**p).is_some_and(|p| p.node.is_some() && p.role != PodRole::Foreign))
-                    .count() as i32;
-                status.admitted_at =
-                    gang.admitted_at.and_then(|ms| Timestamp::from_millisecond(ms as i64).ok()).map(Time);
-                let mut by_slot: BTreeMap<(String, String), i32> = BTreeMap::new();
-                for s in &gang.slots {
-                    let template = gang.spec.templates[s.template as usize].name.clone();
-                    let node = index.node_name(s.node).unwrap_or_default().to_string();
-                    *by_slot.entry((template, node)).or_default() += 1;
-                }
-                status.reservations = by_slot
-                    .into_iter()
-                    .map(|((template, node), count)| Reservation { template, node, count })
-                    .collect();
-                match gang.phase {
-                    GangPhase::Pending | GangPhase::Expired => {
-                        if let Some((code, message)) = waiting_reason(index, &entry.key, notes, reservation_timeout) {
-                            status.conditions.push(condition(ConditionStatus::True, code, &message))
-                        }
-                    }
-                    GangPhase::Admitted | GangPhase::Running => status.conditions.push(condition(
-                        ConditionStatus::False,
-                        "Admitted",
-                        "every minimum member is bound or has capacity reserved",
-                    )),
-                    GangPhase::Finished => {}
-                }
+    index
+        .gangs()
+        .filter_map(|entry| {
+            let GangKey::PodGroup { namespace, name } = &entry.key else { return None };
+            let status = podgroup_status(index, &entry.key, notes, reservation_timeout)?;
+            Some(((namespace.clone(), name.clone()), status))
+        })
+        .collect()
+}
+
+/// Status of one PodGroup (`None` for a gang of one or a PodGroup not seen yet).
+pub fn podgroup_status(
+    index: &Index,
+    key: &GangKey,
+    notes: &HashMap<GangKey, String>,
+    reservation_timeout: Millis,
+) -> Option<serde_json::Value> {
+    let entry = index.gang(key)?;
+    let (GangKey::PodGroup { .. }, Some(pg)) = (&entry.key, &entry.podgroup) else { return None };
+    let mut status = PodGroupStatus {
+        observed_generation: pg.metadata.generation,
+        succeeded: entry.succeeded as i32,
+        failed: entry.failed as i32,
+        ..PodGroupStatus::default()
+    };
+    match entry.id.and_then(|id| index.core.gang(id)) {
+        None => {
+            status.phase = Some(if entry.succeeded > 0 { PodGroupPhase::Completed } else { PodGroupPhase::Pending });
+            if let Some(w) = &entry.waiting {
+                status.conditions.push(condition(ConditionStatus::True, "Waiting", w));
             }
         }
-        let value = serde_json::to_value(&status).expect("status serialises");
-        out.push(((namespace.clone(), name.clone()), value));
+        Some(gang) => {
+            status.phase = Some(match gang.phase {
+                // An expired gang is back in its queue's pending set.
+                GangPhase::Pending | GangPhase::Expired => PodGroupPhase::Pending,
+                GangPhase::Admitted => PodGroupPhase::Inqueue,
+                GangPhase::Running => PodGroupPhase::Running,
+                GangPhase::Finished => PodGroupPhase::Completed,
+            });
+            status.running = gang
+                .pods
+                .iter()
+                .filter(|p| index.core.pod(**p).is_some_and(|p| p.node.is_some() && p.role != PodRole::Foreign))
+                .count() as i32;
+            status.admitted_at = gang.admitted_at.and_then(|ms| Timestamp::from_millisecond(ms as i64).ok()).map(Time);
+            let mut by_slot: BTreeMap<(String, String), i32> = BTreeMap::new();
+            for s in &gang.slots {
+                let template = gang.spec.templates[s.template as usize].name.clone();
+                let node = index.node_name(s.node).unwrap_or_default().to_string();
+                *by_slot.entry((template, node)).or_default() += 1;
+            }
+            status.reservations =
+                by_slot.into_iter().map(|((template, node), count)| Reservation { template, node, count }).collect();
+            match gang.phase {
+                GangPhase::Pending | GangPhase::Expired => {
+                    if let Some((code, message)) = waiting_reason(index, &entry.key, notes, reservation_timeout) {
+                        status.conditions.push(condition(ConditionStatus::True, code, &message))
+                    }
+                }
+                GangPhase::Admitted | GangPhase::Running => status.conditions.push(condition(
+                    ConditionStatus::False,
+                    "Admitted",
+                    "every minimum member is bound or has capacity reserved",
+                )),
+                GangPhase::Finished => {}
+            }
+        }
     }
-    out
+    Some(serde_json::to_value(&status).expect("status serialises"))
 }
 
 fn condition(status: ConditionStatus, reason: &str, message: &str) -> PodGroupCondition {

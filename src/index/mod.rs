@@ -13,7 +13,7 @@
 
 pub mod convert;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -127,6 +127,8 @@ pub struct Index {
     pub core: Cluster,
     nodes: HashMap<String, Arc<Node>>,
     pods: HashMap<String, PodEntry>,
+    /// UIDs of the pods whose schedulerName is muster's (a small part of all pods, which count as usage).
+    managed_pods: HashSet<String>,
     pods_by_name: HashMap<(String, String), String>,
     /// Pods bound to a node the index has not seen yet, by node name.
     pods_on_unknown_nodes: HashMap<String, BTreeSet<String>>,
@@ -188,6 +190,7 @@ impl Index {
             core: Cluster::new(),
             nodes: HashMap::new(),
             pods: HashMap::new(),
+            managed_pods: HashSet::new(),
             pods_by_name: HashMap::new(),
             pods_on_unknown_nodes: HashMap::new(),
             gangs: BTreeMap::new(),
@@ -243,9 +246,9 @@ impl Index {
         self.pods.get(uid)
     }
 
-    /// Every pod the index keeps, by UID.
-    pub fn pods(&self) -> impl Iterator<Item = (&String, &PodEntry)> {
-        self.pods.iter()
+    /// The pods of muster's (its schedulerName), by UID.
+    pub fn managed_pods(&self) -> impl Iterator<Item = (&String, &PodEntry)> {
+        self.managed_pods.iter().filter_map(|uid| self.pods.get_key_value(uid))
     }
 
     pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<&str> {
@@ -632,6 +635,11 @@ impl Index {
             let _ = self.core.requeue(g);
         }
         self.pods_by_name.insert((namespace.clone(), name.clone()), uid.clone());
+        if managed {
+            self.managed_pods.insert(uid.clone());
+        } else {
+            self.managed_pods.remove(&uid);
+        }
         self.pods.insert(
             uid,
             PodEntry {
@@ -654,6 +662,7 @@ impl Index {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         self.pods_by_name.insert((namespace.clone(), name.clone()), uid.to_string());
+        self.managed_pods.insert(uid.to_string());
         self.pods.insert(
             uid.to_string(),
             PodEntry {
@@ -953,6 +962,7 @@ impl Index {
         for waiting in self.gangs.values_mut() {
             waiting.waiting_pods.remove(uid);
         }
+        self.managed_pods.remove(uid);
         let Some(entry) = self.pods.remove(uid) else { return };
         self.pods_by_name.remove(&(entry.namespace.clone(), entry.name.clone()));
         if let Some(n) = &entry.node
