@@ -286,7 +286,7 @@ impl AdmissionTask {
                     l.insert(k.clone());
                 }
                 sync.known.insert(k);
-                apply(&mut self.index, Arc::new(obj));
+                apply(&mut self.index, obj);
             }
             WatchEvent::Delete(obj) => {
                 let k = key(&obj);

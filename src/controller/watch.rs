@@ -29,8 +29,8 @@ use crate::plan::Plans;
 pub enum WatchEvent<K> {
     /// A (re-)list starts: the objects up to `InitDone` are the complete set.
     Init,
-    Apply(K),
-    Delete(K),
+    Apply(Arc<K>),
+    Delete(Arc<K>),
     InitDone,
 }
 
@@ -38,8 +38,8 @@ impl<K> WatchEvent<K> {
     fn from_kube(event: Event<K>) -> WatchEvent<K> {
         match event {
             Event::Init => WatchEvent::Init,
-            Event::InitApply(o) | Event::Apply(o) => WatchEvent::Apply(o),
-            Event::Delete(o) => WatchEvent::Delete(o),
+            Event::InitApply(o) | Event::Apply(o) => WatchEvent::Apply(Arc::new(o)),
+            Event::Delete(o) => WatchEvent::Delete(Arc::new(o)),
             Event::InitDone => WatchEvent::InitDone,
         }
     }
