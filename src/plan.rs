@@ -87,6 +87,8 @@ pub struct Health {
     watch_errors: Mutex<HashMap<&'static str, (Instant, Instant)>>,
     /// A watch counts as broken once it has failed for this long without recovering.
     stale_after: std::time::Duration,
+    /// Whether some watch is broken, as of the last [`Health::refresh`] (read on the hot path without a lock).
+    watch_broken: AtomicBool,
     started: Instant,
 }
 
@@ -101,6 +103,7 @@ impl Health {
             leader: AtomicBool::new(false),
             watch_errors: Mutex::new(HashMap::new()),
             stale_after,
+            watch_broken: AtomicBool::new(false),
             started: Instant::now(),
         }
     }
@@ -148,6 +151,17 @@ impl Health {
             .collect();
         broken.sort();
         broken
+    }
+
+    /// Re-evaluates whether a watch is broken (the admission task calls this on every step).
+    pub fn refresh(&self) {
+        self.watch_broken.store(!self.broken_watches().is_empty(), Ordering::Release);
+    }
+
+    /// Whether the extender verbs should be answered: leader, synced, no watch broken (as of the last refresh).
+    /// Lock-free, for the hot path; [`Health::readiness`] says why not.
+    pub fn is_serving(&self) -> bool {
+        self.is_leader() && self.is_synced() && !self.watch_broken.load(Ordering::Acquire)
     }
 
     /// `Ok` when this replica should receive kube-scheduler's calls; else why not.

@@ -212,6 +212,7 @@ impl AdmissionTask {
 
     /// After inputs: a cycle when something changed or a timer is due, then the periodic writes.
     fn step(&mut self) {
+        self.plans.health.refresh();
         let now = now_ms();
         if self.index.core.is_dirty() || self.last_cycle.elapsed() >= self.config.cycle_interval {
             self.cycle(now);

@@ -73,6 +73,9 @@ fn bad_request(e: WireError) -> Response {
 /// A 503 in the wire format's shape when this replica must not answer: a standby, or still loading its cache.
 /// kube-scheduler retries the pod; the Service in front of the replicas routes only to the ready one.
 fn not_serving(x: &Extender) -> Option<Response> {
+    if x.plans.health.is_serving() {
+        return None;
+    }
     x.plans.health.readiness().err().map(|why| {
         json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -217,7 +220,8 @@ async fn bind(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
         Ok(a) => a,
         Err(e) => return bad_request(e),
     };
-    let answer = match x.plans.health.readiness() {
+    let serving = if x.plans.health.is_serving() { Ok(()) } else { x.plans.health.readiness() };
+    let answer = match serving {
         Ok(()) => bind_pod(&x, &args).await,
         Err(why) => Err(format!("muster is not serving: {why}")),
     };
