@@ -250,6 +250,11 @@ impl Plans {
         self.refused.remove(uid).is_some()
     }
 
+    /// The pods kube-scheduler was turned away for and not nudged since.
+    pub(crate) fn refused_uids(&self) -> Vec<String> {
+        self.refused.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Forgets refusals older than `age` for pods muster does not know (ghosts).
     pub(crate) fn prune_refused(&self, age: std::time::Duration) {
         let now = Instant::now();

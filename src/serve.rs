@@ -180,8 +180,12 @@ const FEEDBACK_BUFFER: usize = 16_384;
 /// restarted): a background task ending or panicking, the HTTP server failing, leadership lost.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(&args)?;
-    let client =
-        kube::Client::try_default().await.context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
+    let mut kube_config =
+        kube::Config::infer().await.context("configuring the Kubernetes API client (KUBECONFIG or in-cluster)")?;
+    // The actuator retries every write with its own bounded backoff and needs to see each refusal (a
+    // PodDisruptionBudget's 429) at once; the client's own retries would hide it for minutes.
+    kube_config.default_retry = false;
+    let client = kube::Client::try_from(kube_config).context("connecting to the Kubernetes API")?;
     controller::preflight(&client).await?;
     let metrics = Arc::new(Metrics::new());
     let (feedback_tx, feedback_rx) = mpsc::channel(FEEDBACK_BUFFER);

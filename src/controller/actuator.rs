@@ -198,15 +198,19 @@ pub async fn run(
         let next_due = due.first().map(|d| d.0);
         tokio::select! {
             action = actions.recv(), if open => match action {
-                Some(action) => {
+                Some(mut action) => {
                     seq += 1;
                     let key = action.key(seq);
                     if let Some(newer) = in_flight.get_mut(&key) {
+                        if let Some(older) = newer.as_ref() {
+                            carry_admission(older, &mut action);
+                        }
                         *newer = Some(action);
                     } else {
                         let now = Instant::now();
                         if let Some(old) = pending.remove(&key) {
                             due.remove(&(old.due, old.seq, key.clone()));
+                            carry_admission(&old.action, &mut action);
                         }
                         due.insert((now, seq, key.clone()));
                         pending.insert(key, Pending { action, attempt: 0, first: now, due: now, seq });
@@ -222,7 +226,10 @@ pub async fn run(
                         panic!("an actuator worker failed: {e}");
                     }
                 };
-                let newer = in_flight.remove(&key).flatten();
+                let mut newer = in_flight.remove(&key).flatten();
+                if let Some(next) = newer.as_mut() {
+                    carry_admission(&job.action, next);
+                }
                 match verdict {
                     Verdict::Done => report_done(&job.action, &outcomes),
                     Verdict::Retry(error) => {
@@ -258,6 +265,19 @@ pub async fn run(
             },
             _ = sleep_until(next_due) => {}
         }
+    }
+}
+
+/// A newer status write for a PodGroup replaces one not yet made; if the older one was the write that makes an
+/// admission durable, the newer carries that on (it is computed later from the same model, so it records the
+/// admission too), or the admission task would wait for its confirmation for ever.
+fn carry_admission(older: &Action, newer: &mut Action) {
+    if let (
+        Action::PodGroupStatus { admitted_at: Some(at), .. },
+        Action::PodGroupStatus { admitted_at: newer_at @ None, .. },
+    ) = (older, newer)
+    {
+        *newer_at = Some(*at);
     }
 }
 

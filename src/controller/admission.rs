@@ -220,6 +220,7 @@ impl AdmissionTask {
             self.publish_pods();
         }
         if self.last_status.elapsed() >= self.config.status_interval {
+            self.nudge_refused_directed();
             self.write_statuses();
             self.plans.prune_refused(REFUSAL_MEMORY);
             let now = now_ms();
@@ -676,6 +677,19 @@ impl AdmissionTask {
             }
         }
         self.plans.bump();
+    }
+
+    /// Nudges pods that are directed but were turned away after their plan was published (a filter that read
+    /// the plan just before it changed): without this they would wait for kube-scheduler's periodic flush.
+    fn nudge_refused_directed(&mut self) {
+        for uid in self.plans.refused_uids() {
+            if let Some(PodPlan::Directed(_)) = self.published.get(&uid)
+                && let Some(entry) = self.index.pod(&uid)
+                && self.plans.take_refused(&uid)
+            {
+                self.act(Action::Touch { namespace: entry.namespace.clone(), name: entry.name.clone() });
+            }
+        }
     }
 
     /// The `/state` snapshot and the gauges that mirror the model.

@@ -1190,6 +1190,8 @@ impl Cluster {
             n.managed = n.managed.saturating_add(&request);
         }
         self.touch_node(node);
+        // The reclaim that counted on this capacity must be planned again: gangs that failed may retry.
+        self.capacity_grew();
         self.dirty = true;
         Ok(true)
     }

@@ -1,5 +1,6 @@
 //! A real etcd + kube-apiserver (+ kube-scheduler on demand) on loopback, in a temporary directory, per test.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -105,19 +106,13 @@ impl ControlPlaneBuilder {
             let kubeconfigs: Vec<PathBuf> =
                 self.users.iter().map(|user| write_kubeconfig(dir.path(), &server_url, user)).collect();
             let admin = client_from_kubeconfig(&kubeconfigs[0]).await;
+            let apiserver =
+                self.apiserver_command(dir.path(), etcd_client_port, apiserver_port, &token_file, &service_account_key);
+            // Kept, so that `restart_apiserver` starts it again exactly as it was.
+            let apiserver_args: Vec<OsString> = apiserver.get_args().map(OsStr::to_owned).collect();
             let mut processes = vec![
                 ManagedProcess::spawn("etcd", etcd_command(dir.path(), etcd_client_port, etcd_peer_port), dir.path()),
-                ManagedProcess::spawn(
-                    "kube-apiserver",
-                    self.apiserver_command(
-                        dir.path(),
-                        etcd_client_port,
-                        apiserver_port,
-                        &token_file,
-                        &service_account_key,
-                    ),
-                    dir.path(),
-                ),
+                ManagedProcess::spawn("kube-apiserver", apiserver, dir.path()),
             ];
             let Err(failure) = wait_until_ready(&admin, &mut processes, APISERVER_READY_TIMEOUT).await else {
                 return ControlPlane {
@@ -128,6 +123,9 @@ impl ControlPlaneBuilder {
                     users: self.users,
                     kubeconfigs,
                     schedulers_started: 0,
+                    apiserver_args,
+                    apiserver_starts: 1,
+                    apiserver_stopped: false,
                     dir,
                     _slot: slot,
                 };
@@ -211,6 +209,12 @@ pub struct ControlPlane {
     users: Vec<StaticUser>,
     kubeconfigs: Vec<PathBuf>,
     schedulers_started: usize,
+    /// kube-apiserver's arguments (ports, certificates, token file, etcd), for [`ControlPlane::start_apiserver`].
+    apiserver_args: Vec<OsString>,
+    /// How many kube-apiserver processes were started (1 + restarts): names each one's log file.
+    apiserver_starts: u32,
+    /// Between [`ControlPlane::stop_apiserver`] and [`ControlPlane::start_apiserver`].
+    apiserver_stopped: bool,
     dir: TempDir,
     /// Released only after `drop` has stopped the processes (fields drop after `Drop::drop`).
     _slot: SemaphorePermit<'static>,
@@ -303,6 +307,60 @@ impl ControlPlane {
         }
     }
 
+    /// Kills kube-apiserver (SIGKILL, no graceful shutdown: a crash or a lost machine) and starts it again with
+    /// the same flags, on the same port, against the same etcd (kept running, so every object survives), then
+    /// waits until it reports ready. Clients (this fixture's, `muster serve`, kube-scheduler) see their
+    /// connections break and must reconnect on their own. Panics with the log tails if it does not come back.
+    pub async fn restart_apiserver(&mut self) {
+        self.stop_apiserver();
+        self.start_apiserver().await;
+    }
+
+    /// The first half of [`ControlPlane::restart_apiserver`], for a test that keeps the API server down a while:
+    /// kills kube-apiserver (SIGKILL) and reaps it. etcd keeps running.
+    pub fn stop_apiserver(&mut self) {
+        assert!(!self.apiserver_stopped, "kube-apiserver is already stopped");
+        self.processes[APISERVER].kill();
+        self.apiserver_stopped = true;
+    }
+
+    /// The second half of [`ControlPlane::restart_apiserver`]: starts kube-apiserver again exactly as it was
+    /// first started (same port, certificates, tokens, etcd) and waits until it reports ready. Its output goes to
+    /// `kube-apiserver-<n>.log`, next to the earlier ones.
+    pub async fn start_apiserver(&mut self) {
+        assert!(self.apiserver_stopped, "kube-apiserver is running: stop it first");
+        // The port is fixed now: if another process took it meanwhile (unlikely: the kernel hands out ephemeral
+        // ports in order), waiting a little does not help either, so one attempt plus a short retry for a port
+        // still held by the kernel.
+        for attempt in 1..=START_ATTEMPTS {
+            self.apiserver_starts += 1;
+            let name = format!("kube-apiserver-{}", self.apiserver_starts);
+            let mut command = Command::new(&control_plane_binaries().kube_apiserver);
+            command.args(&self.apiserver_args);
+            self.processes[APISERVER] = ManagedProcess::spawn(&name, command, self.dir.path());
+            let failure =
+                match wait_until_ready(&self.admin, &mut self.processes[..=APISERVER], APISERVER_READY_TIMEOUT).await {
+                    Ok(()) => {
+                        self.apiserver_stopped = false;
+                        return;
+                    }
+                    Err(failure) => failure,
+                };
+            let port_taken = self.processes[APISERVER].log().contains("address already in use");
+            if !port_taken || attempt == START_ATTEMPTS {
+                print_log_tails(&self.processes[..=APISERVER], 40);
+                panic!("kube-apiserver did not come back: {failure} (log tails above)");
+            }
+            self.processes[APISERVER].kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Whether the current kube-apiserver process is alive (false between stop and start, or after a crash).
+    pub fn apiserver_running(&mut self) -> bool {
+        !self.apiserver_stopped && self.processes[APISERVER].exit_status().is_none()
+    }
+
     /// Creates a namespace (tests share nothing else, so each uses its own).
     pub async fn create_namespace(&self, name: &str) {
         let namespace = Namespace {
@@ -335,6 +393,9 @@ impl Drop for ControlPlane {
         stop_all(&mut self.processes, Duration::from_secs(1));
     }
 }
+
+/// Index of kube-apiserver in [`ControlPlane::processes`] (etcd is 0).
+const APISERVER: usize = 1;
 
 /// Why a component did not become ready.
 #[derive(Debug)]

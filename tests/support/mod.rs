@@ -11,6 +11,10 @@
 //! - [`MusterServe`] / [`MusterEnv`] (`muster.rs`): `muster serve` with its CRDs and a kube-scheduler calling it
 //!   as extender, a `/state` reader, PodGroup/Queue/gang-pod builders, and [`PodHistory`], a watch that records
 //!   every binding of a test's pods.
+//! - Faults (`muster.rs`, `controlplane.rs`): [`MusterServe::kill9`] and [`MusterServe::restart`] on the same
+//!   address, standby replicas under leader election, [`ReadyProxy`] (a Service routing only to ready replicas),
+//!   [`ControlPlane::restart_apiserver`] (etcd kept), and [`TerminatingPodKubelet`], which finishes the deletion
+//!   of evicted pods that no kubelet would ever stop.
 //! - [`SparkSubmit`]: spark-submit in client mode (executor pods as in production), in cluster mode (the driver
 //!   pod), and "inside" an existing driver pod (executors owned by it).
 //!
@@ -53,11 +57,12 @@ mod tools;
 pub mod wait;
 
 pub use self::muster::{
-    E2E_TIMEOUT, ExtenderMode, GangState, HOLD, HttpConnection, MUSTER_SCHEDULER, MusterConfig, MusterEnv, MusterServe,
-    MusterState, PodHistory, Transition, URL_PREFIX, assert_never_bound, assert_no_node_overcommitted,
-    create_nodes_concurrently, fetch_state, gang_pod, holds_capacity, install_crds, member_template, muster_pod,
-    muster_scheduler_config, pod_group, pod_request, prebound_pod, quantity, queue, start_muster_scheduler,
-    state_quantity, toleration, with_node_selector,
+    E2E_TIMEOUT, ExtenderMode, GangState, HOLD, HttpConnection, LeaderElectionConfig, MUSTER_SCHEDULER, MusterConfig,
+    MusterEnv, MusterServe, MusterState, PodHistory, ReadyProxy, ServeOptions, TerminatingPodKubelet, Transition,
+    URL_PREFIX, assert_never_bound, assert_no_node_overcommitted, create_nodes_concurrently, fetch_state, gang_pod,
+    holds_capacity, install_crds, member_template, muster_pod, muster_scheduler_config,
+    muster_scheduler_config_for_url, pod_group, pod_request, prebound_pod, quantity, queue, start_muster_scheduler,
+    start_muster_scheduler_at, state_quantity, toleration, with_node_selector,
 };
 pub use controlplane::{
     ADMIN_USER, Authorization, ControlPlane, ControlPlaneBuilder, SCHEDULER_USER, STOCK_SCHEDULER_CONFIG,

@@ -3,11 +3,17 @@
 //! go ([`MusterEnv`]), a small keep-alive HTTP client for its endpoints ([`HttpConnection`]), its `/state` document
 //! ([`MusterState`]), concise builders for PodGroups, Queues and gang pods, a continuous record of every pod's
 //! node ([`PodHistory`]) and a node-capacity check over everything bound ([`assert_no_node_overcommitted`]).
+//!
+//! For fault tests: [`MusterServe::kill9`] / [`MusterServe::restart`] (same address, same configuration),
+//! standby replicas under leader election ([`MusterServe::start_standby`], [`ServeOptions`]), a Service-like
+//! proxy that routes only to ready replicas ([`ReadyProxy`], with [`start_muster_scheduler_at`]), and a kubelet
+//! that finishes the deletion of terminating (evicted) pods ([`TerminatingPodKubelet`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
@@ -28,7 +34,7 @@ use tempfile::TempDir;
 
 use super::controlplane::ControlPlane;
 use super::objects::{bound_node, test_pod};
-use super::process::{ManagedProcess, print_log_tails, stop_all};
+use super::process::{ManagedProcess, log_file_tail, print_log_tails, stop_all};
 use super::wait::{describe_pod, wait_until};
 
 /// The scheduler name (and kube-scheduler profile) muster serves in every test.
@@ -54,10 +60,49 @@ const START_ATTEMPTS: u32 = 3;
 pub struct MusterConfig {
     pub default_queue: Option<String>,
     pub cycle_interval: Option<String>,
+    /// `statusInterval`: how often PodGroup and Queue status is written (urgent writes happen at once).
+    pub status_interval: Option<String>,
+    /// `evictionTimeout`: how long a refused eviction (PDB 429, 5xx) is retried before muster gives it up.
+    pub eviction_timeout: Option<String>,
+    /// `watchStaleAfter`: `/readyz` answers 503 while any watch has been broken longer than this.
+    pub watch_stale_after: Option<String>,
+    pub leader_election: Option<LeaderElectionConfig>,
     pub claim_ttl: Option<String>,
     pub reservation_timeout: Option<String>,
     pub drain_after: Option<String>,
     pub min_runtime: Option<String>,
+}
+
+/// The `leaderElection` section of muster's configuration: replicas compete for a coordination.k8s.io Lease and
+/// only its holder acts (and reports ready). Unset fields are left out so muster's defaults apply.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderElectionConfig {
+    pub enabled: bool,
+    pub lease_name: Option<String>,
+    pub lease_namespace: Option<String>,
+    /// How long a Lease holds without renewal (e.g. `"4s"` in tests, `"15s"` by default).
+    pub lease_duration: Option<String>,
+    /// The holder renews this long before the Lease would expire.
+    pub renew_grace: Option<String>,
+}
+
+impl LeaderElectionConfig {
+    /// Leader election on, with a Lease of `lease_duration` renewed `renew_grace` before it expires; the Lease's
+    /// name and namespace are muster's defaults.
+    pub fn enabled(lease_duration: &str, renew_grace: &str) -> LeaderElectionConfig {
+        LeaderElectionConfig {
+            enabled: true,
+            lease_duration: Some(lease_duration.to_owned()),
+            renew_grace: Some(renew_grace.to_owned()),
+            ..LeaderElectionConfig::default()
+        }
+    }
+
+    pub fn lease(mut self, namespace: &str, name: &str) -> LeaderElectionConfig {
+        self.lease_namespace = Some(namespace.to_owned());
+        self.lease_name = Some(name.to_owned());
+        self
+    }
 }
 
 impl MusterConfig {
@@ -91,6 +136,26 @@ impl MusterConfig {
         self
     }
 
+    pub fn status_interval(mut self, duration: &str) -> MusterConfig {
+        self.status_interval = Some(duration.to_owned());
+        self
+    }
+
+    pub fn eviction_timeout(mut self, duration: &str) -> MusterConfig {
+        self.eviction_timeout = Some(duration.to_owned());
+        self
+    }
+
+    pub fn watch_stale_after(mut self, duration: &str) -> MusterConfig {
+        self.watch_stale_after = Some(duration.to_owned());
+        self
+    }
+
+    pub fn leader_election(mut self, leader_election: LeaderElectionConfig) -> MusterConfig {
+        self.leader_election = Some(leader_election);
+        self
+    }
+
     /// The YAML file contents.
     pub fn to_yaml(&self) -> String {
         let mut yaml = format!("schedulerName: {MUSTER_SCHEDULER}\nurlPrefix: {URL_PREFIX}\n");
@@ -101,6 +166,21 @@ impl MusterConfig {
         };
         field("defaultQueue", &self.default_queue, "");
         field("cycleInterval", &self.cycle_interval, "");
+        field("statusInterval", &self.status_interval, "");
+        field("evictionTimeout", &self.eviction_timeout, "");
+        field("watchStaleAfter", &self.watch_stale_after, "");
+        if let Some(election) = &self.leader_election {
+            yaml.push_str(&format!("leaderElection:\n  enabled: {}\n", election.enabled));
+            let mut field = |key: &str, value: &Option<String>| {
+                if let Some(value) = value {
+                    yaml.push_str(&format!("  {key}: {value:?}\n"));
+                }
+            };
+            field("leaseName", &election.lease_name);
+            field("leaseNamespace", &election.lease_namespace);
+            field("leaseDuration", &election.lease_duration);
+            field("renewGrace", &election.renew_grace);
+        }
         let policy = [&self.claim_ttl, &self.reservation_timeout, &self.drain_after, &self.min_runtime];
         if policy.iter().any(|v| v.is_some()) {
             yaml.push_str("policy:\n");
@@ -118,13 +198,60 @@ impl MusterConfig {
     }
 }
 
+/// How [`MusterServe::start_with`] starts `muster serve`.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// `--identity` for leader election; `None` leaves muster's default. Replicas of one test need distinct
+    /// identities. A restarted process keeps its identity, as a container restarted in the same pod keeps its
+    /// pod name.
+    pub identity: Option<String>,
+    /// Listen on this address instead of a free loopback port (to stand in for a replica that was there).
+    pub addr: Option<SocketAddr>,
+    /// A standby replica, which never reports ready while another holds the Lease: wait only until `/healthz`
+    /// answers 200 instead of `/readyz`.
+    pub standby: bool,
+}
+
 /// A running `muster serve` on a free loopback port, acting as the control plane's admin. Dropping it stops the
 /// process (printing its log tail first when the test is failing).
+///
+/// It can be killed like a crashed pod ([`MusterServe::kill9`]) and started again on the same address with the
+/// same configuration ([`MusterServe::restart`]), so a kube-scheduler (or a [`ReadyProxy`]) configured with its
+/// address reaches the new process. Start and restart only from the test's own thread (the test body), never
+/// from a spawned task: see [`ManagedProcess::spawn`] on PR_SET_PDEATHSIG.
 pub struct MusterServe {
     /// One element, to share `stop_all`/`print_log_tails` with the other fixtures.
     process: Vec<ManagedProcess>,
     addr: SocketAddr,
-    _dir: TempDir,
+    config_path: PathBuf,
+    kubeconfig: PathBuf,
+    /// `--identity`, the same for every process started by this fixture.
+    identity: Option<String>,
+    /// Processes started so far (1 + restarts): names each one's log file.
+    starts: u32,
+    /// Log files of earlier (killed) processes, oldest first.
+    earlier_logs: Vec<PathBuf>,
+    dir: TempDir,
+}
+
+/// What a start waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    Ready,
+    Healthy,
+}
+
+impl Probe {
+    fn of(standby: bool) -> Probe {
+        if standby { Probe::Healthy } else { Probe::Ready }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Probe::Ready => "/readyz",
+            Probe::Healthy => "/healthz",
+        }
+    }
 }
 
 impl MusterServe {
@@ -132,27 +259,127 @@ impl MusterServe {
     /// 200. The CRDs must be installed first ([`install_crds`]). Panics with muster's log tail if it exits or
     /// does not become ready in time.
     pub async fn start(control_plane: &ControlPlane, config: &MusterConfig) -> MusterServe {
+        MusterServe::start_with(control_plane, config, ServeOptions::default()).await
+    }
+
+    /// Starts a replica that is not expected to become ready (another holds the Lease): waits only until
+    /// `/healthz` answers 200. Use [`MusterServe::wait_ready`] to wait for it to take over.
+    pub async fn start_standby(control_plane: &ControlPlane, config: &MusterConfig, identity: &str) -> MusterServe {
+        let options = ServeOptions { identity: Some(identity.to_owned()), standby: true, ..ServeOptions::default() };
+        MusterServe::start_with(control_plane, config, options).await
+    }
+
+    /// Starts `muster serve` as `options` say; waits for `/readyz` (or `/healthz` for a standby) to answer 200.
+    pub async fn start_with(control_plane: &ControlPlane, config: &MusterConfig, options: ServeOptions) -> MusterServe {
         let dir = tempfile::Builder::new().prefix("muster-serve-").tempdir().expect("cannot create a temporary dir");
         let config_path = dir.path().join("muster.yaml");
         std::fs::write(&config_path, config.to_yaml()).expect("cannot write muster's configuration");
+        let probe = Probe::of(options.standby);
         for attempt in 1..=START_ATTEMPTS {
-            let addr = free_loopback_addr();
-            let command = serve_command(&config_path, addr, control_plane.kubeconfig());
+            let addr = options.addr.unwrap_or_else(free_loopback_addr);
+            let command = serve_command(&config_path, addr, control_plane.kubeconfig(), options.identity.as_deref());
             let mut process = vec![ManagedProcess::spawn("muster-serve", command, dir.path())];
-            match wait_until_ready(addr, &mut process[0]).await {
-                Ok(()) => return MusterServe { process, addr, _dir: dir },
+            match wait_until_answers_ok(addr, &mut process[0], probe, READY_TIMEOUT).await {
+                Ok(()) => {
+                    return MusterServe {
+                        process,
+                        addr,
+                        config_path,
+                        kubeconfig: control_plane.kubeconfig().to_owned(),
+                        identity: options.identity.clone(),
+                        starts: 1,
+                        earlier_logs: Vec::new(),
+                        dir,
+                    };
+                }
                 Err(failure) => {
                     let port_taken = process[0].log().contains("in use");
                     if !port_taken || attempt == START_ATTEMPTS {
                         print_log_tails(&process, 60);
                         stop_all(&mut process, Duration::ZERO);
-                        panic!("muster serve did not become ready: {failure} (log tail above)");
+                        panic!("muster serve did not answer 200 on {}: {failure} (log tail above)", probe.path());
                     }
                     stop_all(&mut process, Duration::ZERO);
+                    if options.addr.is_some() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
             }
         }
         unreachable!("the last attempt returns or panics")
+    }
+
+    /// SIGKILL to the process (and its group), no grace: what a crash, an OOM kill or a lost node does. Returns
+    /// once it is reaped, so its port is closed. Returns its exit status.
+    pub fn kill9(&mut self) -> std::process::ExitStatus {
+        self.process[0].kill()
+    }
+
+    /// Starts muster again after [`MusterServe::kill9`] (or a crash): same address, same configuration file, same
+    /// kubeconfig, same identity; waits until `/readyz` answers 200. Panics if the old process still runs.
+    pub async fn restart(&mut self) {
+        self.respawn(Probe::Ready).await;
+    }
+
+    /// [`MusterServe::restart`] as a standby: waits only for `/healthz`.
+    pub async fn restart_standby(&mut self) {
+        self.respawn(Probe::Healthy).await;
+    }
+
+    async fn respawn(&mut self, probe: Probe) {
+        if let Some(pid) = self.process[0].exit_status().is_none().then(|| self.process[0].pid()) {
+            panic!("muster serve (pid {pid}) is still running: kill9() it before restart");
+        }
+        for attempt in 1..=START_ATTEMPTS {
+            self.starts += 1;
+            let command = serve_command(&self.config_path, self.addr, &self.kubeconfig, self.identity.as_deref());
+            let name = format!("muster-serve-{}", self.starts);
+            let process = ManagedProcess::spawn(&name, command, self.dir.path());
+            let old = std::mem::replace(&mut self.process[0], process);
+            self.earlier_logs.push(old.log_path().to_owned());
+            match wait_until_answers_ok(self.addr, &mut self.process[0], probe, READY_TIMEOUT).await {
+                Ok(()) => return,
+                Err(failure) => {
+                    // The port is fixed: a socket of the killed process may linger a moment; try again shortly.
+                    let port_taken = self.process[0].log().contains("in use");
+                    if !port_taken || attempt == START_ATTEMPTS {
+                        print_log_tails(&self.process, 60);
+                        self.process[0].kill();
+                        panic!(
+                            "restarted muster serve did not answer 200 on {} at {}: {failure} (log tail above)",
+                            probe.path(),
+                            self.addr
+                        );
+                    }
+                    self.process[0].kill();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (a standby that took over, a restarted process). Panics with the log
+    /// tail if the process exits or it does not happen within the start timeout.
+    pub async fn wait_ready(&mut self) {
+        if let Err(failure) = wait_until_answers_ok(self.addr, &mut self.process[0], Probe::Ready, READY_TIMEOUT).await
+        {
+            panic!("muster serve at {} did not become ready: {failure}\nlog tail:\n{}", self.addr, self.log_tail(60));
+        }
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&mut self) -> bool {
+        self.process[0].exit_status().is_none()
+    }
+
+    /// The `--identity` given at start (`None`: muster's default).
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    /// The current process's id.
+    pub fn pid(&self) -> u32 {
+        self.process[0].pid()
     }
 
     /// `127.0.0.1:<port>`.
@@ -175,13 +402,18 @@ impl MusterServe {
         format!("--listen {}", self.addr)
     }
 
-    /// The whole log so far.
+    /// The whole log so far (of the current process).
     pub fn log(&self) -> String {
         self.process[0].log()
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
         self.process[0].log_tail(lines)
+    }
+
+    /// The tail of the log of the process before the current one (the one [`MusterServe::kill9`] ended), if any.
+    pub fn previous_log_tail(&self, lines: usize) -> Option<String> {
+        self.earlier_logs.last().map(|path| log_file_tail(path, lines))
     }
 
     /// Panics (with the log tail) if the process has exited: a crashed muster must fail the test loudly.
@@ -199,13 +431,30 @@ impl MusterServe {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// `GET path` for a muster that may be down or slow: (status, body), or what went wrong (10 s bound).
+    pub async fn try_get(&self, path: &str) -> Result<(u16, String), String> {
+        let (status, body) = one_request(self.addr, hyper::Method::GET, path, Bytes::new()).await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
     /// `POST path` with a JSON body: (status, body).
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
-        let body = Bytes::from(serde_json::to_vec(body).expect("JSON serialises"));
-        let (status, body) = one_request(self.addr, hyper::Method::POST, path, body)
+        self.try_post_json(path, body)
             .await
-            .unwrap_or_else(|e| panic!("POST {path} to muster failed: {e}\nmuster log tail:\n{}", self.log_tail(30)));
-        (status, String::from_utf8_lossy(&body).into_owned())
+            .unwrap_or_else(|e| panic!("POST {path} to muster failed: {e}\nmuster log tail:\n{}", self.log_tail(30)))
+    }
+
+    /// `POST path` with a JSON body, for a muster that may be down or slow: (status, body), or what went wrong
+    /// (10 s bound).
+    pub async fn try_post_json(&self, path: &str, body: &serde_json::Value) -> Result<(u16, String), String> {
+        let body = Bytes::from(serde_json::to_vec(body).expect("JSON serialises"));
+        let (status, body) = one_request(self.addr, hyper::Method::POST, path, body).await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// `GET /readyz`: (status, body: "ok" or the reason it is not ready), or what went wrong.
+    pub async fn readyz(&self) -> Result<(u16, String), String> {
+        self.try_get("/readyz").await
     }
 
     /// The `/state` document. Panics if it is not 200 or does not decode.
@@ -213,6 +462,18 @@ impl MusterServe {
         let (status, body) = self.get("/state").await;
         assert_eq!(status, 200, "GET /state answered {status}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET /state is not the documented JSON ({e}): {body}"))
+    }
+
+    /// The `/state` document, or why it could not be had.
+    pub async fn try_state(&self) -> Result<MusterState, String> {
+        fetch_state(self.addr).await
+    }
+
+    /// Whether this replica says it holds the Lease (`/state` `leader`); an error if `/state` does not answer or
+    /// has no `leader` field.
+    pub async fn is_leader(&self) -> Result<bool, String> {
+        let state = self.try_state().await?;
+        state.leader.ok_or_else(|| "GET /state has no `leader` field".to_owned())
     }
 
     /// The `/metrics` text.
@@ -226,13 +487,23 @@ impl MusterServe {
 impl Drop for MusterServe {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            if let Some(path) = self.earlier_logs.last() {
+                eprintln!(
+                    "\n----- last 40 lines of the previous muster serve ({}) -----\n{}\n----- end -----",
+                    path.display(),
+                    log_file_tail(path, 40)
+                );
+            }
             print_log_tails(&self.process, 60);
         }
-        stop_all(&mut self.process, Duration::from_secs(2));
+        // A killed process was reaped already; signalling its group again could reach a reused pid.
+        if self.process[0].exit_status().is_none() {
+            stop_all(&mut self.process, Duration::from_secs(2));
+        }
     }
 }
 
-fn serve_command(config: &Path, addr: SocketAddr, kubeconfig: &Path) -> Command {
+fn serve_command(config: &Path, addr: SocketAddr, kubeconfig: &Path, identity: Option<&str>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_muster"));
     command
         .arg("serve")
@@ -245,28 +516,45 @@ fn serve_command(config: &Path, addr: SocketAddr, kubeconfig: &Path) -> Command 
         .arg("--scheduler-name")
         .arg(MUSTER_SCHEDULER)
         .env("KUBECONFIG", kubeconfig);
+    match identity {
+        Some(identity) => {
+            command.arg("--identity").arg(identity);
+        }
+        // muster falls back to POD_NAME: a test run inside a pod would give every replica the same identity.
+        None => {
+            command.env_remove("POD_NAME");
+        }
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }
     command
 }
 
-async fn wait_until_ready(addr: SocketAddr, process: &mut ManagedProcess) -> Result<(), String> {
+/// Polls `probe`'s path until it answers 200, failing early if the process exits.
+async fn wait_until_answers_ok(
+    addr: SocketAddr,
+    process: &mut ManagedProcess,
+    probe: Probe,
+    timeout: Duration,
+) -> Result<(), String> {
     let start = Instant::now();
+    let path = probe.path();
     let mut last = String::from("no answer yet");
     loop {
         if let Some(status) = process.exit_status() {
-            return Err(format!("muster serve exited ({status}); last /readyz: {last}"));
+            return Err(format!("muster serve exited ({status}); last {path}: {last}"));
         }
-        match one_request(addr, hyper::Method::GET, "/readyz", Bytes::new()).await {
+        match one_request(addr, hyper::Method::GET, path, Bytes::new()).await {
             Ok((200, _)) => return Ok(()),
             Ok((status, body)) => last = format!("{status} {}", String::from_utf8_lossy(&body)),
             Err(e) => last = e,
         }
-        if start.elapsed() > READY_TIMEOUT {
-            return Err(format!("not ready after {READY_TIMEOUT:?}; last /readyz: {last}"));
+        if start.elapsed() > timeout {
+            return Err(format!("no 200 after {timeout:?}; last {path}: {last}"));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Short: a test that looks at muster the moment it becomes ready (a restore) should find it just so.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -337,10 +625,15 @@ pub async fn one_request(
 // /state
 // ---------------------------------------------------------------------------------------------------------------
 
-/// muster's `/state` document: `{"queues": [...], "gangs": [...]}`.
+/// muster's `/state` document: `{"ready": bool, "leader": bool, "queues": [...], "gangs": [...]}`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct MusterState {
+    /// Initial sync (and restore) done; absent from older muster versions.
+    pub ready: Option<bool>,
+    /// Whether this replica holds the leader-election Lease (always true with leader election off); absent from
+    /// older muster versions.
+    pub leader: Option<bool>,
     pub queues: Vec<QueueState>,
     pub gangs: Vec<GangState>,
 }
@@ -497,6 +790,12 @@ pub enum ExtenderMode {
 /// and the extender with filter/prioritize/bind/preempt pointing at `muster`, not ignorable. `client_qps` sets
 /// `clientConnection.qps` (and burst = 2 x qps) when given; kube-scheduler's default is 50.
 pub fn muster_scheduler_config(muster: &MusterServe, mode: ExtenderMode, client_qps: Option<u32>) -> String {
+    muster_scheduler_config_for_url(&muster.extender_url(), mode, client_qps)
+}
+
+/// [`muster_scheduler_config`] with the extender at `extender_url` (its `urlPrefix`, e.g.
+/// [`ReadyProxy::extender_url`] for replicas behind a Service).
+pub fn muster_scheduler_config_for_url(extender_url: &str, mode: ExtenderMode, client_qps: Option<u32>) -> String {
     let client_connection = match client_qps {
         Some(qps) => format!("clientConnection:\n  qps: {qps}\n  burst: {}\n", 2 * qps),
         None => String::new(),
@@ -519,7 +818,7 @@ extenders:
   httpTimeout: 10s
   ignorable: false
 ",
-        url = muster.extender_url(),
+        url = extender_url,
         node_cache = mode == ExtenderMode::NodeNames,
     )
 }
@@ -527,6 +826,12 @@ extenders:
 /// Starts a kube-scheduler whose only profile is `muster`, calling `muster` as its extender.
 pub async fn start_muster_scheduler(control_plane: &mut ControlPlane, muster: &MusterServe, mode: ExtenderMode) {
     control_plane.start_scheduler(&muster_scheduler_config(muster, mode, None)).await;
+}
+
+/// Starts a kube-scheduler whose only profile is `muster`, calling the extender at `extender_url` (a
+/// [`ReadyProxy`] in front of several replicas).
+pub async fn start_muster_scheduler_at(control_plane: &mut ControlPlane, extender_url: &str, mode: ExtenderMode) {
+    control_plane.start_scheduler(&muster_scheduler_config_for_url(extender_url, mode, None)).await;
 }
 
 /// A control plane with muster's CRDs, `muster serve`, a kube-scheduler calling it, and a namespace for the test.
@@ -1012,6 +1317,242 @@ impl PodHistory {
 }
 
 impl Drop for PodHistory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A Service in front of replicas, and the kubelet for terminating pods
+// ---------------------------------------------------------------------------------------------------------------
+
+/// How often [`ReadyProxy`] probes each replica's `/readyz`. A real Service follows readiness probes (seconds
+/// apart) through EndpointSlices; probing faster only shortens the tests.
+const PROXY_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How long one probe may take before the replica counts as not ready.
+const PROXY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a new connection waits for some replica to be ready before it is closed.
+const PROXY_WAIT_FOR_READY: Duration = Duration::from_secs(1);
+
+/// A loopback TCP proxy standing in for a Kubernetes Service whose endpoints are muster's replicas, as kube-proxy
+/// routes it: only to endpoints that pass their readiness probe. It probes each replica's `/readyz` every 100 ms
+/// and hands each new client connection to a replica that last answered 200 (round robin), copying bytes both
+/// ways. Established connections stay where they are: when their replica dies they just break, and the client
+/// (kube-scheduler) reconnects, through the proxy, to a ready replica. A connection arriving while no replica is
+/// ready waits up to 1 s for one, then is closed. Point kube-scheduler at [`ReadyProxy::extender_url`]. Stops
+/// (closing every connection) on drop.
+pub struct ReadyProxy {
+    addr: SocketAddr,
+    backends: Arc<Vec<SocketAddr>>,
+    shared: Arc<ProxyShared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct ProxyShared {
+    /// Per backend: whether its last probe answered 200.
+    ready: Vec<AtomicBool>,
+    /// Per backend: connections handed to it.
+    connections: Vec<AtomicU64>,
+    /// Connections closed because no replica was ready (or the chosen one refused).
+    dropped: AtomicU64,
+}
+
+impl ReadyProxy {
+    /// Starts the proxy on a free loopback port in front of `backends` (replicas' addresses, fixed for the life of
+    /// the proxy: a restarted replica comes back on its address) and returns after the first round of probes.
+    pub async fn start(backends: &[SocketAddr]) -> ReadyProxy {
+        assert!(!backends.is_empty(), "a proxy needs at least one backend");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind a loopback port");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        let backends = Arc::new(backends.to_vec());
+        let shared = Arc::new(ProxyShared {
+            ready: backends.iter().map(|_| AtomicBool::new(false)).collect(),
+            connections: backends.iter().map(|_| AtomicU64::new(0)).collect(),
+            dropped: AtomicU64::new(0),
+        });
+        probe_backends(&backends, &shared).await;
+        let prober = {
+            let (backends, shared) = (backends.clone(), shared.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(PROXY_PROBE_INTERVAL).await;
+                    probe_backends(&backends, &shared).await;
+                }
+            })
+        };
+        let acceptor = {
+            let (backends, shared) = (backends.clone(), shared.clone());
+            tokio::spawn(async move {
+                // Dropping the set (when this task is aborted) aborts every connection task.
+                let mut connections = tokio::task::JoinSet::new();
+                let mut next = 0usize;
+                loop {
+                    let client = match listener.accept().await {
+                        Ok((client, _)) => client,
+                        Err(e) => {
+                            eprintln!("ReadyProxy: accept failed (retrying): {e}");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    while connections.try_join_next().is_some() {}
+                    let first_choice = next;
+                    next = next.wrapping_add(1);
+                    let (backends, shared) = (backends.clone(), shared.clone());
+                    connections.spawn(async move { forward(client, &backends, &shared, first_choice).await });
+                }
+            })
+        };
+        ReadyProxy { addr, backends, shared, tasks: vec![prober, acceptor] }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What kube-scheduler's extender `urlPrefix` must be to reach the replicas through the proxy.
+    pub fn extender_url(&self) -> String {
+        format!("{}{URL_PREFIX}", self.base_url())
+    }
+
+    /// The backends whose last probe answered 200.
+    pub fn ready_backends(&self) -> Vec<SocketAddr> {
+        self.backends
+            .iter()
+            .zip(&self.shared.ready)
+            .filter(|(_, ready)| ready.load(Ordering::Acquire))
+            .map(|(addr, _)| *addr)
+            .collect()
+    }
+
+    /// Connections handed to each backend so far, in the order of `start`'s `backends`.
+    pub fn connections(&self) -> Vec<u64> {
+        self.shared.connections.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Connections closed because no replica was ready (or the chosen one refused the connection).
+    pub fn dropped_connections(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ReadyProxy {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// One round of readiness probes, all backends at once.
+async fn probe_backends(backends: &[SocketAddr], shared: &ProxyShared) {
+    let answers = futures::future::join_all(backends.iter().map(|backend| {
+        tokio::time::timeout(PROXY_PROBE_TIMEOUT, one_request(*backend, hyper::Method::GET, "/readyz", Bytes::new()))
+    }))
+    .await;
+    for (ready, answer) in shared.ready.iter().zip(answers) {
+        ready.store(matches!(answer, Ok(Ok((200, _)))), Ordering::Release);
+    }
+}
+
+/// Hands `client` to a ready backend (trying them round robin from `first_choice`) and copies bytes both ways
+/// until either side closes or breaks.
+async fn forward(
+    mut client: tokio::net::TcpStream,
+    backends: &[SocketAddr],
+    shared: &ProxyShared,
+    first_choice: usize,
+) {
+    let deadline = Instant::now() + PROXY_WAIT_FOR_READY;
+    let chosen = loop {
+        let ready = (0..backends.len())
+            .map(|k| (first_choice + k) % backends.len())
+            .find(|&i| shared.ready[i].load(Ordering::Acquire));
+        match ready {
+            Some(i) => break i,
+            None if Instant::now() >= deadline => {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(backends[chosen])).await;
+    let Ok(Ok(mut backend)) = connect else {
+        // A replica that died since its last probe: the client's connection just breaks, as through kube-proxy.
+        shared.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    shared.connections[chosen].fetch_add(1, Ordering::Relaxed);
+    let _ = client.set_nodelay(true);
+    let _ = backend.set_nodelay(true);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+}
+
+/// Plays the kubelet for pods being deleted. Nothing runs the pods of these tests, so a graceful deletion (an
+/// eviction through the Eviction API, a delete without grace 0) leaves a pod terminating forever, holding its
+/// node's capacity. This force-deletes (grace 0, the pod's UID as precondition) every pod of a namespace that has a
+/// `deletionTimestamp`, polling every 200 ms; API errors (an API server outage) are retried on the next round. It
+/// records what it deleted. Stops on drop.
+pub struct TerminatingPodKubelet {
+    start: Instant,
+    deleted: Arc<Mutex<Vec<(Duration, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TerminatingPodKubelet {
+    pub fn start(client: &Client, namespace: &str) -> TerminatingPodKubelet {
+        let start = Instant::now();
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let api = Api::<Pod>::namespaced(client.clone(), namespace);
+        let task = {
+            let deleted = deleted.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(list) = api.list(&ListParams::default()).await {
+                        for pod in list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+                            let name = pod.name_any();
+                            let params = DeleteParams {
+                                grace_period_seconds: Some(0),
+                                preconditions: Some(Preconditions {
+                                    uid: pod.metadata.uid.clone(),
+                                    resource_version: None,
+                                }),
+                                ..DeleteParams::default()
+                            };
+                            match api.delete(&name, &params).await {
+                                Ok(_) => deleted.lock().expect("kubelet lock").push((start.elapsed(), name)),
+                                // Gone meanwhile, or a new pod of the same name: not ours to delete.
+                                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                                Err(e) => eprintln!("TerminatingPodKubelet: cannot delete {name} (retrying): {e}"),
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        TerminatingPodKubelet { start, deleted, task }
+    }
+
+    /// The pods it force-deleted, in order.
+    pub fn deleted(&self) -> Vec<String> {
+        self.deleted.lock().expect("kubelet lock").iter().map(|(_, name)| name.clone()).collect()
+    }
+
+    /// The pods it force-deleted, each with the time since [`TerminatingPodKubelet::start`].
+    pub fn deleted_at(&self) -> Vec<(Duration, String)> {
+        self.deleted.lock().expect("kubelet lock").clone()
+    }
+}
+
+impl Drop for TerminatingPodKubelet {
     fn drop(&mut self) {
         self.task.abort();
     }

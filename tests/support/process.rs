@@ -67,22 +67,27 @@ impl ManagedProcess {
 
     /// The last `lines` lines of the process's output (the log is read from its last 64 KiB).
     pub fn log_tail(&self, lines: usize) -> String {
-        const WINDOW: u64 = 64 * 1024;
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(&self.log_path) {
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)));
-            let mut bytes = Vec::new();
-            let _ = file.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        log_file_tail(&self.log_path, lines)
     }
 
     /// The whole log, for tests that look for a line in it.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL to the whole process group at once, no grace (a crash, an OOM kill, a lost machine), then reaps
+    /// the leader. Returns how it ended (already exited: that status).
+    pub fn kill(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit_status() {
+            return status;
+        }
+        self.signal_group(libc::SIGKILL);
+        self.child.wait().unwrap_or_else(|e| panic!("cannot reap {}: {e}", self.name))
     }
 
     fn signal_group(&self, signal: libc::c_int) {
@@ -93,6 +98,22 @@ impl ManagedProcess {
             libc::kill(-(self.child.id() as libc::pid_t), signal);
         }
     }
+}
+
+/// The last `lines` lines of a log file (read from its last 64 KiB); empty when it cannot be read. Also for the
+/// logs of earlier incarnations of a restarted process.
+pub fn log_file_tail(path: &Path, lines: usize) -> String {
+    const WINDOW: u64 = 64 * 1024;
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Stops every process: SIGTERM to each process group at once, up to `grace` for all leaders to exit, then
