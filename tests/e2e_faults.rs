@@ -45,7 +45,7 @@ use support::{
     MusterServe, MusterState, PodHistory, PodPhase, ReadyProxy, ServeOptions, TerminatingPodKubelet, TestNode,
     Transition, assert_no_node_overcommitted, bound_node, describe_pod, gang_pod, install_crds, member_template,
     muster_pod, pod_group, quantity, queue, set_pod_phase, start_muster_scheduler_at, state_quantity,
-    try_set_pod_phase, wait_until, with_node_selector,
+    try_set_pod_phase, wait_all_bound_within, wait_until, with_node_selector,
 };
 
 /// The longest a gang may stay partially bound: kube-scheduler binds a gang's members one after another (well
@@ -854,32 +854,6 @@ fn allocated(state: &MusterState, queue_name: &str) -> (i64, i64) {
     (of("cpu"), of("memory"))
 }
 
-/// Waits until `names` (in `namespace`) are all bound, within `timeout`; returns name -> node.
-async fn wait_bound_within(
-    client: &Client,
-    namespace: &str,
-    names: &[String],
-    timeout: Duration,
-) -> BTreeMap<String, String> {
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    wait_until(&format!("pods {names:?} are all bound"), timeout, || {
-        let pods = pods.clone();
-        async move {
-            let mut bound = BTreeMap::new();
-            let mut seen = Vec::new();
-            for name in names {
-                let pod = pods.get(name).await.map_err(|e| format!("{name}: {e}"))?;
-                if let Some(node) = bound_node(&pod) {
-                    bound.insert(name.clone(), node.to_owned());
-                }
-                seen.push(describe_pod(&pod));
-            }
-            if bound.len() == names.len() { Ok(bound) } else { Err(seen.join("; ")) }
-        }
-    })
-    .await
-}
-
 /// Whether the muster at `addr` answers `/readyz` with 200 (within 10 s).
 async fn readyz_ok(addr: std::net::SocketAddr) -> bool {
     let answer = support::muster::one_request(addr, hyper::Method::GET, "/readyz", bytes::Bytes::new()).await;
@@ -1027,7 +1001,7 @@ async fn a_filter_for_a_pod_muster_has_not_seen_changes_nothing() {
 
     // Exactly the capacity left: six 1-cpu members on 8 - 2 cpu.
     let after_members = env.create_simple_gang("after", "default", 6, "1", "1Gi").await;
-    wait_bound_within(&env.client(), namespace, &after_members, DEFAULT_TIMEOUT).await;
+    wait_all_bound_within(&env.client(), namespace, &after_members, DEFAULT_TIMEOUT).await;
     assert_no_node_overcommitted(&env.client(), &HashMap::new()).await;
 }
 
@@ -1503,7 +1477,7 @@ async fn e_muster_rides_out_an_api_server_restart() {
         GangSpec { name: "api-late".to_owned(), size: 2, cpu: "1", memory: "1Gi", run: Duration::from_millis(500) };
     burst.add(late.clone());
     create_gangs(env.client(), burst.namespace.clone(), vec![late.clone()]).await;
-    wait_bound_within(&env.client(), &burst.namespace, &late.members(), E2E_TIMEOUT).await;
+    wait_all_bound_within(&env.client(), &burst.namespace, &late.members(), E2E_TIMEOUT).await;
 
     let addr = env.muster.addr();
     burst.wait_finished(&context, &[addr], || env.muster.assert_running()).await;

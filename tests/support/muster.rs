@@ -914,23 +914,7 @@ impl MusterEnv {
 
     /// Waits until `names` are all bound; returns name -> node.
     pub async fn wait_all_bound(&self, names: &[String]) -> BTreeMap<String, String> {
-        let pods = self.pods();
-        wait_until(&format!("pods {names:?} are all bound"), E2E_TIMEOUT, || {
-            let pods = pods.clone();
-            async move {
-                let mut bound = BTreeMap::new();
-                let mut seen = Vec::new();
-                for name in names {
-                    let pod = pods.get(name).await.map_err(|e| format!("{name}: {e}"))?;
-                    if let Some(node) = bound_node(&pod) {
-                        bound.insert(name.clone(), node.to_owned());
-                    }
-                    seen.push(describe_pod(&pod));
-                }
-                if bound.len() == names.len() { Ok(bound) } else { Err(seen.join("; ")) }
-            }
-        })
-        .await
+        wait_all_bound_within(&self.client(), &self.namespace, names, E2E_TIMEOUT).await
     }
 
     /// Waits until muster reports `gang` pending with a reason and kube-scheduler has tried (and failed) every one
@@ -1615,4 +1599,30 @@ pub fn prometheus_sample(text: &str, name: &str, label: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Waits until `names` (in `namespace`) are all bound, within `timeout`; returns name -> node.
+pub async fn wait_all_bound_within(
+    client: &Client,
+    namespace: &str,
+    names: &[String],
+    timeout: Duration,
+) -> BTreeMap<String, String> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    wait_until(&format!("pods {names:?} are all bound"), timeout, || {
+        let pods = pods.clone();
+        async move {
+            let mut bound = BTreeMap::new();
+            let mut seen = Vec::new();
+            for name in names {
+                let pod = pods.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+                if let Some(node) = bound_node(&pod) {
+                    bound.insert(name.clone(), node.to_owned());
+                }
+                seen.push(describe_pod(&pod));
+            }
+            if bound.len() == names.len() { Ok(bound) } else { Err(seen.join("; ")) }
+        }
+    })
+    .await
 }
