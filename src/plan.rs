@@ -92,9 +92,9 @@ pub struct Health {
     started: Instant,
 }
 
-/// A watch whose last failure is older than this has recovered (the watcher retries with a backoff of at most
-/// about 30 s, so a broken watch fails at least that often).
-const WATCH_RECOVERED_AFTER: std::time::Duration = std::time::Duration::from_secs(40);
+/// A watch whose last failure is older than this has recovered (the watcher retries at least every
+/// `WATCH_BACKOFF_MAX`, 5 s, so a broken watch fails at least that often).
+const WATCH_RECOVERED_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Health {
     pub fn new(stale_after: std::time::Duration) -> Health {

@@ -406,3 +406,85 @@ fn the_same_inputs_give_the_same_decisions() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn refused_evictions_are_re_planned_until_one_succeeds() {
+    // Two 4-CPU nodes, queue silver borrows both (two gangs of 2 x 2 CPU); gold (same weight) wants 2 x 2 CPU.
+    // Every eviction is refused (a disruption budget), one victim at a time, then allowed again.
+    let mut c = Cluster::new();
+    for i in 0..2 {
+        c.add_node(node(&format!("n{i}"), 4000, 16 * GI)).unwrap();
+    }
+    let silver = c.upsert_queue(QueueSpec::new("silver", 1));
+    let gold = c.upsert_queue(QueueSpec::new("gold", 1));
+    let p = Policy { min_runtime: 0, ..policy() };
+    let victims: Vec<_> = (0..2)
+        .map(|i| c.add_gang(gang(&format!("silver-{i}"), silver, i, vec![template("w", 2000, GI, 2, 2)])).unwrap())
+        .collect();
+    c.run_cycle(0, &p);
+    for g in &victims {
+        start_members(&mut c, *g, 0);
+    }
+    let g = c.add_gang(gang("gold", gold, 10, vec![template("w", 2000, GI, 2, 2)])).unwrap();
+    let mut t = 10;
+    let mut refused = 0;
+    // Refuse whatever is planned, pod by pod, for a while: each refusal leads to a new plan, never to silence.
+    while refused < 12 {
+        c.run_cycle(t, &p);
+        t += 1;
+        let terminating: Vec<_> = c.pods().filter(|(_, p)| p.terminating).map(|(id, _)| id).collect();
+        assert!(!terminating.is_empty(), "after {refused} refusals muster no longer plans any eviction for gold");
+        let reason = c.gang(g).unwrap().reason.clone();
+        for v in &victims {
+            let victim = c.gang(*v).unwrap();
+            assert!(victim.hold.is_empty(), "victim {} holds capacity while being evicted", victim.spec.name);
+        }
+        assert!(matches!(reason, Some(WaitReason::Reclaiming { .. })), "after {refused} refusals: {reason:?}");
+        assert!(c.cancel_termination(terminating[0]).unwrap());
+        refused += 1;
+        c.check_invariants().unwrap();
+    }
+    // Whatever is still terminating is refused too: both victims are whole and running again.
+    for pod in c.pods().filter(|(_, p)| p.terminating).map(|(id, _)| id).collect::<Vec<_>>() {
+        c.cancel_termination(pod).unwrap();
+    }
+    for v in &victims {
+        assert_eq!(c.gang(*v).unwrap().phase, GangPhase::Running);
+    }
+    c.check_invariants().unwrap();
+    // The budget is gone: the next plan's victims terminate and gold is admitted.
+    let out = c.run_cycle(t, &p);
+    assert!(!out.evictions.is_empty(), "reclaim is planned again once every eviction was refused");
+    t += 1;
+    for e in c.pods().filter(|(_, p)| p.terminating).map(|(id, _)| id).collect::<Vec<_>>() {
+        c.remove_pod(e, PodExit::Deleted, t).unwrap();
+    }
+    let out = c.run_cycle(t + 1, &p);
+    assert_eq!(out.admitted, vec![g]);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn members_that_succeed_one_by_one_leave_a_completing_gang_nothing_to_repair() {
+    let mut c = Cluster::new();
+    c.add_node(node("n", 8000, 32 * GI)).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let p = policy();
+    let g = c.add_gang(gang("job", q, 0, vec![template("w", 2000, GI, 3, 3)])).unwrap();
+    assert_eq!(c.run_cycle(0, &p).admitted, vec![g]);
+    start_members(&mut c, g, 0);
+    let members = c.gang(g).unwrap().pods.clone();
+    // The first member succeeds while the others still run: no replacement is reserved, the gang keeps running.
+    c.remove_pod(members[0], PodExit::Succeeded, 5).unwrap();
+    let out = c.run_cycle(6, &p);
+    assert!(out.admitted.is_empty(), "a completing gang is not re-admitted for a member that succeeded");
+    let gang_now = c.gang(g).unwrap();
+    assert!(gang_now.slots.is_empty(), "nothing reserved for a member that is done: {:?}", gang_now.slots);
+    assert_eq!(gang_now.phase, GangPhase::Running);
+    assert_eq!(c.queue(q).unwrap().allocated.get(0), 4000, "the queue is charged for the two members still running");
+    c.check_invariants().unwrap();
+    // A member that fails instead is replaced: its capacity is reserved for the pod its controller creates.
+    c.remove_pod(members[1], PodExit::Failed, 7).unwrap();
+    assert_eq!(c.gang(g).unwrap().slots.len(), 1, "a failed member's capacity is kept for its replacement");
+    c.check_invariants().unwrap();
+}

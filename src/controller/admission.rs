@@ -477,7 +477,7 @@ impl AdmissionTask {
             self.expired.insert(*g);
             let Some(key) = self.index.gang_key(*g).cloned() else { continue };
             let Some(gang) = self.index.core.gang(*g) else { continue };
-            let missing = gang.min_total().saturating_sub(gang.bound_min.iter().sum::<u32>());
+            let missing = gang.missing_total();
             let bound = gang.bound_total();
             let note = format!(
                 "{missing} minimum members did not bind within {} s; their reservations are released and the gang \

@@ -43,7 +43,7 @@ pub fn waiting_reason(
                 "its reservations were released after {} s because {} of its minimum members never bound; it is \
                  admitted again when its members appear",
                 reservation_timeout / 1000,
-                gang.min_total().saturating_sub(gang.bound_min.iter().sum::<u32>()),
+                gang.missing_total(),
             ),
         )),
         _ => None,

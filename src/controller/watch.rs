@@ -1,6 +1,6 @@
 //! Watches of the kinds muster models, as a stream of [`Input`]s into the admission task (their only consumer).
 //!
-//! A watch that fails is retried with kube's default backoff; each failure is counted
+//! A watch that fails is retried with a short backoff ([`WatchBackoff`]); each failure is counted
 //! (`muster_watch_restarts_total`) and reported to [`Health`](crate::plan::Health), so `/readyz` drops while a
 //! watch stays broken. A re-list after a gap arrives as `Init .. InitDone` and replaces what the task knew of the
 //! kind (objects deleted during the gap are deleted then).
@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -48,6 +49,47 @@ impl<K> WatchEvent<K> {
 /// The kinds, in the order their first lists are most useful (nodes and queues before what lands on them).
 pub const KINDS: [&str; 5] = ["nodes", "queues", "priorityclasses", "podgroups", "pods"];
 
+/// The wait before retrying a failed watch: 250 ms, doubling up to 5 s; back to 250 ms once the watch has gone
+/// [`WATCH_BACKOFF_RESET`] without failing.
+///
+/// Not kube's default (800 ms doubling to 30 s, reset after 2 minutes without errors): during an API server
+/// outage every failed reconnect doubles the wait, and a restarted API server answers the first resumed watch
+/// with 410 Gone, so the re-list that follows would wait up to 30 s more. muster answers no extender call while
+/// a watch is broken, so that wait would be an outage of gang scheduling; one list per kind every 5 s while the
+/// API server is down costs it nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+const WATCH_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest wait between attempts; [`crate::plan`] counts a watch as recovered when it has not failed for a
+/// few multiples of this.
+pub const WATCH_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+const WATCH_BACKOFF_RESET: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Default for WatchBackoff {
+    fn default() -> WatchBackoff {
+        WatchBackoff { next: WATCH_BACKOFF_MIN }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
+        Some(wait)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = WatchBackoff::default();
+    }
+}
+
 /// Runs one kind's watch until the admission task stops listening.
 async fn watch_kind<K>(
     api: Api<K>,
@@ -59,7 +101,8 @@ async fn watch_kind<K>(
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let backoff = ResetTimerBackoff::new(WatchBackoff::default(), WATCH_BACKOFF_RESET);
+    let mut stream = watcher::watcher(api, watcher::Config::default()).backoff(backoff).boxed();
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
@@ -99,4 +142,18 @@ pub fn spawn_all(
     spawn!("priorityclasses", Api::<PriorityClass>::all(client.clone()), Input::PriorityClass);
     spawn!("podgroups", Api::<PodGroup>::all(client.clone()), Input::PodGroup);
     spawn!("pods", Api::<Pod>::all(client.clone()), Input::Pod);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_to_its_cap_and_starts_over_when_reset() {
+        let mut backoff = WatchBackoff::default();
+        let waits: Vec<u64> = backoff.by_ref().take(7).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(WATCH_BACKOFF_MIN));
+    }
 }

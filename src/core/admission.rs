@@ -113,9 +113,13 @@ impl Cluster {
             let queue = self.queue(q).expect("live queue");
             let gang = self.gang(g).expect("live gang");
             let demand = gang.missing_request();
+            // A gang being evicted waits for its pods to go (or for the eviction to be refused); it must not hold
+            // or reclaim capacity meanwhile, least of all the capacity its eviction frees for someone else.
+            let being_evicted =
+                gang.pods.iter().any(|p| self.pod(*p).is_some_and(|p| p.terminating && p.node.is_some()));
             let verdict = if !queue.spec.open {
                 Err(Failure::Fresh(WaitReason::QueueClosed))
-            } else if gang.pods.iter().any(|p| self.pod(*p).is_some_and(|p| p.terminating && p.node.is_some())) {
+            } else if being_evicted {
                 Err(Failure::Fresh(WaitReason::Insufficient {
                     detail: "evicted members are still terminating".to_string(),
                 }))
@@ -156,11 +160,11 @@ impl Cluster {
                     let waiting_since = *self.gang_mut(g).waiting_since.get_or_insert(now);
                     let is_head = !head_failed.contains_key(&q);
                     head_failed.entry(q).or_insert(g);
-                    let short_of_capacity = matches!(reason, WaitReason::Insufficient { .. });
+                    let short_of_capacity = matches!(reason, WaitReason::Insufficient { .. }) && !being_evicted;
                     let drain_due = now.saturating_sub(waiting_since) >= policy.drain_after;
                     // Only a head short of capacity (or whose earlier verdict stands) may hold capacity; that
                     // verdict is re-evaluated when capacity changed or its drain deadline passed.
-                    let may_hold = is_head && (short_of_capacity || !fresh);
+                    let may_hold = is_head && !being_evicted && (short_of_capacity || !fresh);
                     let reevaluate = fresh || (short_of_capacity && drain_due);
                     let reason = if !may_hold {
                         self.drop_hold(g, true);

@@ -306,6 +306,9 @@ pub struct Gang {
     pub bound_min: Vec<u32>,
     /// Bound members beyond the minimum, per template.
     pub bound_elastic: Vec<u32>,
+    /// Minimum members that ran and succeeded, per template: they still count towards the minimum (a gang
+    /// whose members finish one by one is completing, not missing members), until a new wave requeues it.
+    pub completed: Vec<u32>,
     pub slots: Vec<Slot>,
     pub pods: Vec<PodId>,
     /// How many of `pods` are not bound (so scans for pending members skip gangs with none).
@@ -324,8 +327,13 @@ pub struct Gang {
 impl Gang {
     /// Minimum members per template that are neither bound nor reserved.
     pub fn missing(&self) -> Vec<u32> {
-        let mut missing: Vec<u32> =
-            self.spec.templates.iter().zip(&self.bound_min).map(|(t, b)| t.min.saturating_sub(*b)).collect();
+        let mut missing: Vec<u32> = self
+            .spec
+            .templates
+            .iter()
+            .zip(self.bound_min.iter().zip(&self.completed))
+            .map(|(t, (b, c))| t.min.saturating_sub(b + c))
+            .collect();
         for s in &self.slots {
             missing[s.template as usize] = missing[s.template as usize].saturating_sub(1);
         }
@@ -335,8 +343,9 @@ impl Gang {
     pub fn missing_total(&self) -> u32 {
         // Without allocating: the admission cycle asks this of every gang.
         let mut missing = [0u32; 64];
-        for (m, (t, b)) in missing.iter_mut().zip(self.spec.templates.iter().zip(&self.bound_min)) {
-            *m = t.min.saturating_sub(*b);
+        let held = self.bound_min.iter().zip(&self.completed);
+        for (m, (t, (b, c))) in missing.iter_mut().zip(self.spec.templates.iter().zip(held)) {
+            *m = t.min.saturating_sub(b + c);
         }
         for s in &self.slots {
             missing[s.template as usize] = missing[s.template as usize].saturating_sub(1);
@@ -770,6 +779,7 @@ impl Cluster {
             classes,
             bound_min: vec![0; n],
             bound_elastic: vec![0; n],
+            completed: vec![0; n],
             slots: Vec::new(),
             pods: Vec::new(),
             unbound: 0,
@@ -841,6 +851,7 @@ impl Cluster {
         gang.classes.push(class);
         gang.bound_min.push(0);
         gang.bound_elastic.push(0);
+        gang.completed.push(0);
         self.dirty = true;
         Ok(self.gang(id).expect("live").spec.templates.len() as u16 - 1)
     }
@@ -1091,7 +1102,7 @@ impl Cluster {
             let q = self.queue_mut(queue);
             q.allocated = q.allocated.saturating_sub(&slot_request);
             PodRole::Min
-        } else if g.bound_min[t] < g.spec.templates[t].min && g.phase != GangPhase::Expired {
+        } else if g.bound_min[t] + g.completed[t] < g.spec.templates[t].min && g.phase != GangPhase::Expired {
             // Bound without a reservation (placed before muster saw it, or restored): it still counts.
             g.bound_min[t] += 1;
             PodRole::Min
@@ -1169,7 +1180,7 @@ impl Cluster {
             Some((gang, template)) => {
                 let g = self.gang_mut(gang);
                 let t = template as usize;
-                let role = if g.bound_min[t] < g.spec.templates[t].min {
+                let role = if g.bound_min[t] + g.completed[t] < g.spec.templates[t].min {
                     g.bound_min[t] += 1;
                     PodRole::Min
                 } else {
@@ -1179,6 +1190,7 @@ impl Cluster {
                 let queue = g.spec.queue;
                 let q = self.queue_mut(queue);
                 q.allocated = q.allocated.saturating_add(&request);
+                self.restore_admitted_at(gang);
                 self.refresh_phase(gang);
                 role
             }
@@ -1198,6 +1210,19 @@ impl Cluster {
 
     /// Evicts a whole gang (reclaim): its pods start terminating, its slots are released, and it goes back to
     /// Pending; it is not admitted again before its evicted pods are gone.
+    /// A whole-gang eviction clears the gang's admission; if every eviction was refused the gang is whole and
+    /// running again, and must count as admitted since its members bound (reclaim's `min_runtime` and victim
+    /// order read it; a gang without it would never be a reclaim candidate again).
+    fn restore_admitted_at(&mut self, id: GangId) {
+        let gang = self.gang(id).expect("live gang");
+        if gang.admitted_at.is_some() || gang.missing_total() > 0 {
+            return;
+        }
+        let since =
+            gang.pods.iter().filter_map(|p| self.pod(*p)).filter(|p| !p.terminating).filter_map(|p| p.bound_at).min();
+        self.gang_mut(id).admitted_at = Some(since.unwrap_or(0));
+    }
+
     pub fn evict_gang(&mut self, id: GangId) -> Result<Vec<PodId>, CoreError> {
         let gang = self.gangs.get(id.0).ok_or(CoreError::Unknown { kind: "gang", id: id.0 })?;
         let bound: Vec<PodId> = gang
@@ -1265,10 +1290,15 @@ impl Cluster {
                 // A terminating pod already left its gang (see `set_terminating`); its role is Foreign here.
                 if pod.role == PodRole::Min && !self.promote_elastic(gang, template) {
                     let g = self.gangs.get(gang.0).expect("live gang");
-                    if exit == PodExit::Failed && g.phase != GangPhase::Expired {
-                        self.reserve_slot(gang, template, node, now);
-                        self.refresh_phase(gang);
+                    match exit {
+                        PodExit::Failed if g.phase != GangPhase::Expired => {
+                            self.reserve_slot(gang, template, node, now);
+                        }
+                        // Done, not missing: nothing is reserved for it (the gang is completing).
+                        PodExit::Succeeded => self.gang_mut(gang).completed[template as usize] += 1,
+                        _ => {}
                     }
+                    self.refresh_phase(gang);
                 }
             }
         }
@@ -1412,6 +1442,8 @@ impl Cluster {
         gang.admitted_at = None;
         gang.waiting_since = None;
         gang.tried_epoch = None;
+        // A new wave needs its whole minimum again.
+        gang.completed.iter_mut().for_each(|c| *c = 0);
         self.refresh_phase(id);
         self.dirty = true;
         Ok(())

@@ -121,8 +121,13 @@ impl Cluster {
                 ));
             }
         }
-        // 2. All or nothing.
+        // 2. All or nothing. A gang being evicted is exempt: its members leave one by one, and an eviction the
+        // API server refuses (a disruption budget) can leave some of them running for good.
         for (_, g) in self.gangs() {
+            let being_evicted = g.pods.iter().any(|p| self.pod(*p).is_some_and(|p| p.terminating && p.node.is_some()));
+            if being_evicted {
+                continue;
+            }
             let holds_something = !g.slots.is_empty() || g.bound_min.iter().any(|b| *b > 0);
             if g.phase != GangPhase::Expired && holds_something && g.missing_total() > 0 {
                 return Err(format!(

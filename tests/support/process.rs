@@ -134,6 +134,20 @@ pub fn stop_all(processes: &mut [ManagedProcess], grace: Duration) {
     }
 }
 
+impl Drop for ManagedProcess {
+    /// With `MUSTER_TEST_KEEP_LOGS=<dir>`, the whole log is copied there (as `<pid>-<name>.log`) before the
+    /// fixture's temporary directory goes: for reading what a component said in a run that passed or failed.
+    fn drop(&mut self) {
+        if let Some(dir) = std::env::var_os("MUSTER_TEST_KEEP_LOGS") {
+            let dir = PathBuf::from(dir);
+            let kept = dir.join(format!("{}-{}.log", self.child.id(), self.name));
+            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::copy(&self.log_path, &kept)) {
+                eprintln!("cannot keep {} as {}: {e}", self.log_path.display(), kept.display());
+            }
+        }
+    }
+}
+
 /// Prints the tail of each process's log to stderr: called while a failing test unwinds, so the test's output
 /// shows what the real components said.
 pub fn print_log_tails(processes: &[ManagedProcess], lines: usize) {
