@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use super::cluster::{Claim, Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole};
+use super::resources::Resources;
 
 /// A set of node ids (the nodes offered in one extender call).
 #[derive(Debug, Clone, Default)]
@@ -100,6 +101,57 @@ impl Cluster {
         gang.slots.iter().find(|s| s.template == template && s.claim.is_none()).map(|s| s.node)
     }
 
+    /// Why one more elastic member of `template` may not be placed anywhere, if it may not: the template is at
+    /// its maximum, or the queue's capability leaves no room.
+    fn elastic_refusal(&self, gang_id: GangId, template: u16, request: &Resources) -> Option<Refusal> {
+        let gang = self.gang(gang_id).expect("live");
+        let t = &gang.spec.templates[template as usize];
+        let claimed = gang
+            .pods
+            .iter()
+            .filter(|p| {
+                self.pod(**p).is_some_and(|p| {
+                    p.node.is_none() && p.claim.is_some() && p.spec.member.map(|m| m.1) == Some(template)
+                })
+            })
+            .count() as u32;
+        let members = gang.bound_min[template as usize] + gang.bound_elastic[template as usize] + claimed;
+        if members >= t.max {
+            return Some(Refusal::AtMaximum { gang: gang.spec.name.clone(), template: t.name.clone(), max: t.max });
+        }
+        let queue = self.queue(gang.spec.queue).expect("live queue");
+        if !queue.allocated.saturating_add(request).fits_in(&queue.spec.capability) {
+            return Some(Refusal::QueueCapability { gang: gang.spec.name.clone() });
+        }
+        None
+    }
+
+    /// Whether [`Cluster::place`] could choose a node for `id` at all: false when it refuses whatever nodes are
+    /// offered (unknown, bound or unmanaged pod; a gang not admitted; an elastic member at its maximum, beyond
+    /// its queue's capability, or with no node of its placement that has room). Lets a caller skip working out
+    /// which nodes to offer.
+    pub fn placeable(&mut self, id: PodId) -> bool {
+        let Some(pod) = self.pod(id) else { return false };
+        let (Some((gang_id, template)), None) = (pod.spec.member, pod.node) else { return false };
+        if pod.claim.is_some() {
+            return true;
+        }
+        let request = pod.spec.request;
+        let Some(gang) = self.gang(gang_id) else { return false };
+        if !matches!(gang.phase, GangPhase::Admitted | GangPhase::Running) {
+            return false;
+        }
+        if gang.slots.iter().any(|s| s.template == template && s.claim.is_none()) {
+            return true; // a free slot, moved to an offered node if need be: that needs the offered nodes
+        }
+        if self.elastic_refusal(gang_id, template, &request).is_some() {
+            return false;
+        }
+        let class = gang.classes[template as usize];
+        self.refresh_index();
+        self.index().first_fit(class, &request, 0).is_some()
+    }
+
     /// Chooses and claims a node for pending pod `id` among `offered`.
     pub fn place(&mut self, id: PodId, offered: &NodeSet, now: Millis) -> Result<NodeId, Refusal> {
         let pod = self.pod(id).ok_or(Refusal::UnknownPod)?;
@@ -178,25 +230,8 @@ impl Cluster {
         }
 
         // Elastic: within the template's maximum and the queue's capability, on free capacity.
-        let gang = self.gang(gang_id).expect("live");
-        let t = &gang.spec.templates[template as usize];
-        let (max, template_name) = (t.max, t.name.clone());
-        let claimed = gang
-            .pods
-            .iter()
-            .filter(|p| {
-                self.pod(**p).is_some_and(|p| {
-                    p.node.is_none() && p.claim.is_some() && p.spec.member.map(|m| m.1) == Some(template)
-                })
-            })
-            .count() as u32;
-        let members = gang.bound_min[template as usize] + gang.bound_elastic[template as usize] + claimed;
-        if members >= max {
-            return Err(Refusal::AtMaximum { gang: name, template: template_name, max });
-        }
-        let queue = self.queue(gang.spec.queue).expect("live queue");
-        if !queue.allocated.saturating_add(&request).fits_in(&queue.spec.capability) {
-            return Err(Refusal::QueueCapability { gang: name });
+        if let Some(refusal) = self.elastic_refusal(gang_id, template, &request) {
+            return Err(refusal);
         }
         self.refresh_index();
         // Tightest fit first: elastic members pack onto busy nodes and leave whole nodes for gangs.

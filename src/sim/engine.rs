@@ -10,7 +10,7 @@
 //!   free capacity (LeastAllocated), with no notion of gangs or queues.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use crate::core::fairshare::{ShareInput, deserved_shares};
 use crate::core::placement::{NodeFacts, Placement, Taint, TaintEffect, Toleration, TolerationOperator};
@@ -69,6 +69,8 @@ struct SimPod {
     created_at: Millis,
     /// Capacity version at which placement last failed: no retry until capacity changes.
     failed_at: Option<u64>,
+    /// Deleted: it leaves `settled`/`fresh` lazily (removing it from a long list at once would cost O(pending)).
+    deleted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +125,23 @@ struct World {
     allowed: Vec<Vec<bool>>,
     apps: Vec<App>,
     pods: Vec<SimPod>,
-    pending: Vec<usize>,
+    /// kube-scheduler's queue, in order: `settled` (each failed at `settled_version` when last tried) then
+    /// `fresh` (not tried since they joined). While capacity has not changed since `settled_version`, only the
+    /// fresh pods can get anywhere, so a pass tries only them: the result is what a pass over every pending pod
+    /// would give, without touching tens of thousands of pods after every event at scale.
+    settled: Vec<usize>,
+    fresh: Vec<usize>,
+    settled_version: Option<u64>,
     capacity_version: u64,
+    /// Applications in state Done (the run ends when all are).
+    done: usize,
+    /// Applications waiting with their executors requested: the only ones that can be partially started.
+    requesting: BTreeSet<usize>,
+    /// Reverse lookups of ids the core hands back.
+    app_of_gang: HashMap<GangId, usize>,
+    pod_of_core: HashMap<PodId, usize>,
+    /// Dense node index by the core's `NodeId` index.
+    node_of_core: Vec<usize>,
     evictions: u64,
     queue_names: Vec<String>,
     queue_weights: Vec<u64>,
@@ -259,7 +276,12 @@ impl World {
             .collect();
         let mut core = Cluster::new();
         core.resources = names.clone();
-        let core_nodes = nodes.iter().map(|n| core.add_node(n.clone()).expect("unique node names")).collect();
+        let core_nodes: Vec<NodeId> =
+            nodes.iter().map(|n| core.add_node(n.clone()).expect("unique node names")).collect();
+        let mut node_of_core = vec![usize::MAX; core_nodes.iter().map(|n| n.index() + 1).max().unwrap_or(0)];
+        for (i, n) in core_nodes.iter().enumerate() {
+            node_of_core[n.index()] = i;
+        }
         let mut core_queues = Vec::new();
         for q in &s.queues {
             let mut spec = QueueSpec::new(&q.name, q.weight);
@@ -308,8 +330,15 @@ impl World {
             allowed,
             apps,
             pods: Vec::new(),
-            pending: Vec::new(),
+            settled: Vec::new(),
+            fresh: Vec::new(),
+            settled_version: None,
             capacity_version: 0,
+            done: 0,
+            requesting: BTreeSet::new(),
+            app_of_gang: HashMap::new(),
+            pod_of_core: HashMap::new(),
+            node_of_core,
             evictions: 0,
             queue_weights: s.queues.iter().map(|q| q.weight).collect(),
             queue_names,
@@ -351,7 +380,7 @@ impl World {
                 self.admission_cycle();
             }
             self.schedule_pending();
-            if self.apps.iter().all(|a| a.state == AppState::Done) && self.now >= self.last_arrival {
+            if self.done == self.apps.len() && self.now >= self.last_arrival {
                 self.take_sample();
                 break;
             }
@@ -369,6 +398,7 @@ impl World {
                 let app = &mut self.apps[a];
                 app.target = app.def.min_executors;
                 app.executors_requested = true;
+                self.sync_requesting(a);
                 self.at(self.now, Event::ExecutorBatch(a, attempt));
             }
             Event::ExecutorBatch(a, attempt)
@@ -411,13 +441,16 @@ impl World {
             Event::Finish(a, attempt) if self.apps[a].attempt == attempt && self.apps[a].state == AppState::Running => {
                 if let Some(g) = self.apps[a].gang.take() {
                     self.core.remove_gang(g).expect("live gang");
+                    self.app_of_gang.remove(&g);
                 }
                 for p in self.apps[a].pods.clone() {
                     self.delete_pod(p, PodExit::Succeeded);
                 }
+                self.done += 1;
                 let app = &mut self.apps[a];
                 app.state = AppState::Done;
                 app.finished_at = Some(self.now);
+                self.sync_requesting(a);
             }
             Event::Terminated(p) => {
                 let a = self.pods[p].app;
@@ -466,12 +499,24 @@ impl World {
                 app.state = AppState::Running;
                 app.started_at.get_or_insert(self.now);
                 app.admitted_at.get_or_insert(self.now);
+                self.sync_requesting(a);
                 self.at(self.now + run, Event::Finish(a, attempt));
                 if dynamic {
                     self.at(self.now + st.scale_up_after.0.min(run / 2), Event::ScaleUp(a, attempt));
                     self.at(self.now + (run as f64 * st.scale_down_at) as u64, Event::ScaleDown(a, attempt));
                 }
             }
+        }
+    }
+
+    /// Keeps `requesting` in step with an application's state (call after changing it).
+    fn sync_requesting(&mut self, a: usize) {
+        let app = &mut self.apps[a];
+        if app.state == AppState::Waiting && app.executors_requested {
+            self.requesting.insert(a);
+        } else {
+            self.requesting.remove(&a);
+            app.partial_since = None; // only read while it is requesting
         }
     }
 
@@ -482,6 +527,8 @@ impl World {
         app.target = 0;
         app.executors_requested = false;
         app.pods.clear();
+        self.sync_requesting(a);
+        let app = &mut self.apps[a];
         if self.mode == Mode::Gang {
             let def = &app.def;
             let max =
@@ -508,7 +555,9 @@ impl World {
                     },
                 ],
             };
-            self.apps[a].gang = Some(self.core.add_gang(spec).expect("valid gang"));
+            let g = self.core.add_gang(spec).expect("valid gang");
+            self.apps[a].gang = Some(g);
+            self.app_of_gang.insert(g, a);
         }
         self.create_pod(a, Role::Driver);
     }
@@ -544,9 +593,13 @@ impl World {
             terminating: false,
             created_at: self.now,
             failed_at: None,
+            deleted: false,
         });
+        if let Some(c) = core {
+            self.pod_of_core.insert(c, id);
+        }
         self.apps[a].pods.push(id);
-        self.pending.push(id);
+        self.fresh.push(id);
     }
 
     fn delete_pod(&mut self, p: usize, exit: PodExit) {
@@ -555,12 +608,13 @@ impl World {
             self.used[node] = self.used[node].saturating_sub(&pod.request);
             self.capacity_version += 1;
         }
+        pod.deleted = true;
         if let Some(c) = pod.core.take() {
             let _ = self.core.remove_pod(c, exit, self.now);
+            self.pod_of_core.remove(&c);
         }
         let a = pod.app;
         self.apps[a].pods.retain(|&q| q != p);
-        self.pending.retain(|&q| q != p);
     }
 
     fn live_executors(&self, a: usize) -> u32 {
@@ -581,15 +635,15 @@ impl World {
     fn admission_cycle(&mut self) {
         let out = self.core.run_cycle(self.now, &self.policy);
         for g in &out.admitted {
-            if let Some(app) = self.apps.iter_mut().find(|a| a.gang == Some(*g)) {
-                app.admitted_at.get_or_insert(self.now);
+            if let Some(&a) = self.app_of_gang.get(g) {
+                self.apps[a].admitted_at.get_or_insert(self.now);
             }
         }
         let grace = self.settings.termination_grace.0;
         let mut whole: Vec<GangId> = Vec::new();
         for e in &out.evictions {
             self.evictions += 1;
-            if let Some(p) = self.pods.iter().position(|sp| sp.core == Some(e.pod)) {
+            if let Some(&p) = self.pod_of_core.get(&e.pod) {
                 self.pods[p].terminating = true;
                 self.at(self.now + grace, Event::Terminated(p));
             }
@@ -599,13 +653,15 @@ impl World {
         }
         for g in whole {
             // The driver is gone: the application fails and is resubmitted.
-            if let Some(a) = self.apps.iter().position(|a| a.gang == Some(g)) {
+            if let Some(a) = self.app_of_gang.remove(&g) {
                 let _ = self.core.remove_gang(g);
                 let app = &mut self.apps[a];
                 app.gang = None;
                 app.state = AppState::Restarting;
                 app.reclaimed += 1;
                 app.attempt += 1; // stale events of the evicted attempt are ignored
+                self.sync_requesting(a);
+                let app = &mut self.apps[a];
                 for p in app.pods.clone() {
                     if !self.pods[p].terminating {
                         self.pods[p].terminating = true;
@@ -621,11 +677,19 @@ impl World {
     /// with a fresh timestamp (behind everything already waiting), which interleaves the executors of
     /// different applications just as the real scheduling queue does.
     fn schedule_pending(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        let mut waiting = Vec::with_capacity(pending.len());
+        let fresh = std::mem::take(&mut self.fresh);
+        let full_pass = self.settled_version != Some(self.capacity_version);
+        let pending: Vec<usize> = if full_pass {
+            let mut all = std::mem::take(&mut self.settled);
+            all.extend(fresh);
+            all
+        } else {
+            fresh
+        };
+        let mut waiting = if full_pass { Vec::with_capacity(pending.len()) } else { std::mem::take(&mut self.settled) };
         let mut failed = Vec::new();
         for p in pending {
-            if self.pods[p].terminating || self.pods[p].node.is_some() {
+            if self.pods[p].deleted || self.pods[p].terminating || self.pods[p].node.is_some() {
                 continue;
             }
             if self.pods[p].failed_at == Some(self.capacity_version) {
@@ -644,9 +708,10 @@ impl World {
                 }
             }
         }
-        waiting.extend(std::mem::take(&mut self.pending));
+        debug_assert!(self.fresh.is_empty(), "placing pods creates none");
         waiting.extend(failed);
-        self.pending = waiting;
+        self.settled = waiting;
+        self.settled_version = Some(self.capacity_version);
         self.start_ready_apps();
         self.track_partial();
     }
@@ -659,10 +724,19 @@ impl World {
 
     fn place_with_muster(&mut self, p: usize) -> Option<usize> {
         let core_pod = self.pods[p].core?;
-        // kube-scheduler's own filters (constraints, resources it sees) narrow the nodes it offers muster.
-        let offered = NodeSet::new((0..self.nodes.len()).filter(|&n| self.feasible(p, n)).map(|n| self.core_nodes[n]));
+        if !self.core.placeable(core_pod) {
+            return None; // refused whatever kube-scheduler offers: no need to run its filters
+        }
+        // kube-scheduler's own filters (constraints, resources it sees) narrow the nodes it offers muster. When
+        // the node muster directs the pod to passes them, offering only that node gets the same answer as
+        // offering all (muster takes its directed node whenever it is offered), without filtering every node.
+        let directed = self.core.directed_node(core_pod).and_then(|n| self.node_of_core.get(n.index()).copied());
+        let offered = match directed {
+            Some(n) if self.feasible(p, n) => NodeSet::new([self.core_nodes[n]]),
+            _ => NodeSet::new((0..self.nodes.len()).filter(|&n| self.feasible(p, n)).map(|n| self.core_nodes[n])),
+        };
         let node = self.core.place(core_pod, &offered, self.now).ok()?;
-        self.core_nodes.iter().position(|&c| c == node)
+        self.node_of_core.get(node.index()).copied()
     }
 
     fn place_least_allocated(&self, p: usize) -> Option<usize> {
@@ -697,7 +771,9 @@ impl World {
     /// An application is partially started when some members are bound while a minimum member that Spark
     /// asked for found no capacity (neither bound nor reserved): it waits while the bound ones hold theirs.
     fn partial_apps(&self) -> Vec<usize> {
-        (0..self.apps.len())
+        self.requesting
+            .iter()
+            .copied()
             .filter(|&a| {
                 let app = &self.apps[a];
                 if app.state != AppState::Waiting || !app.executors_requested {
@@ -719,7 +795,8 @@ impl World {
 
     fn track_partial(&mut self) {
         let partial = self.partial_apps();
-        for (a, app) in self.apps.iter_mut().enumerate() {
+        for &a in &self.requesting {
+            let app = &mut self.apps[a];
             if partial.binary_search(&a).is_ok() {
                 app.ever_partial = true;
                 let since = *app.partial_since.get_or_insert(self.now);
@@ -737,11 +814,17 @@ impl World {
     fn recreate_stuck_executors(&mut self) {
         let timeout = self.settings.executor_allocation_timeout.0;
         let stuck: Vec<usize> = self
-            .pending
+            .settled
             .iter()
+            .chain(&self.fresh)
             .copied()
             .filter(|&p| {
-                self.pods[p].role == Role::Executor && self.now.saturating_sub(self.pods[p].created_at) >= timeout
+                let pod = &self.pods[p];
+                !pod.deleted
+                    && !pod.terminating
+                    && pod.node.is_none()
+                    && pod.role == Role::Executor
+                    && self.now.saturating_sub(pod.created_at) >= timeout
             })
             .collect();
         for p in stuck {
