@@ -55,12 +55,13 @@ pub enum Action {
     },
     CreatePodGroup(Box<PodGroup>),
     CreateQueue(Box<Queue>),
-    /// Merge-patch a PodGroup's status. `admitted_at` marks the write that makes an admission durable.
+    /// Merge-patch a PodGroup's status. `record` marks a write that makes an admission (and where its
+    /// reservations are) durable.
     PodGroupStatus {
         namespace: String,
         name: String,
         status: serde_json::Value,
-        admitted_at: Option<Millis>,
+        record: Option<Record>,
     },
     QueueStatus {
         name: String,
@@ -106,7 +107,7 @@ pub enum Outcome {
         namespace: String,
         name: String,
         status: serde_json::Value,
-        admitted_at: Option<Millis>,
+        record: Option<Record>,
     },
     QueueStatusWritten {
         name: String,
@@ -268,14 +269,20 @@ pub async fn run(
     }
 }
 
+/// Which admission, and which placement of its reservations ([`crate::core::Gang::placement`]), a PodGroup
+/// status write records. A member is directed only once the record of its gang's current placement is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub admitted_at: Millis,
+    pub placement: u64,
+}
+
 /// A newer status write for a PodGroup replaces one not yet made; if the older one was the write that makes an
 /// admission durable, the newer carries that on (it is computed later from the same model, so it records the
 /// admission too), or the admission task would wait for its confirmation for ever.
 fn carry_admission(older: &Action, newer: &mut Action) {
-    if let (
-        Action::PodGroupStatus { admitted_at: Some(at), .. },
-        Action::PodGroupStatus { admitted_at: newer_at @ None, .. },
-    ) = (older, newer)
+    if let (Action::PodGroupStatus { record: Some(at), .. }, Action::PodGroupStatus { record: newer_at @ None, .. }) =
+        (older, newer)
     {
         *newer_at = Some(*at);
     }
@@ -290,12 +297,12 @@ async fn sleep_until(at: Option<Instant>) {
 
 fn report_done(action: &Action, outcomes: &mpsc::UnboundedSender<Outcome>) {
     match action {
-        Action::PodGroupStatus { namespace, name, status, admitted_at } => {
+        Action::PodGroupStatus { namespace, name, status, record } => {
             let _ = outcomes.send(Outcome::PodGroupStatusWritten {
                 namespace: namespace.clone(),
                 name: name.clone(),
                 status: status.clone(),
-                admitted_at: *admitted_at,
+                record: *record,
             });
         }
         Action::QueueStatus { name, status } => {

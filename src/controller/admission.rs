@@ -20,7 +20,7 @@ use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
-use super::actuator::{Action, Outcome};
+use super::actuator::{Action, Outcome, Record};
 use super::status;
 use super::watch::{KINDS, WatchEvent};
 use crate::api::{PodGroup, Queue};
@@ -76,10 +76,10 @@ pub struct AdmissionTask {
     sync: HashMap<&'static str, KindSync>,
     /// What is published per pod UID (to publish only changes).
     published: HashMap<String, PodPlan>,
-    /// Per gang, the admission time of the admission recorded in its PodGroup status (durable).
-    recorded: HashMap<GangKey, Millis>,
-    /// Per gang, the admission whose record is being written.
-    recording: HashMap<GangKey, Millis>,
+    /// Per gang, the admission (and placement of its reservations) recorded in its PodGroup status (durable).
+    recorded: HashMap<GangKey, Record>,
+    /// Per gang, the record being written.
+    recording: HashMap<GangKey, Record>,
     written_groups: HashMap<(String, String), serde_json::Value>,
     written_queues: HashMap<String, serde_json::Value>,
     /// Waiting reasons already announced by an Event, per gang.
@@ -194,8 +194,11 @@ impl AdmissionTask {
         self.index.set_now(now_ms());
         let restored = self.index.finish_initial_sync();
         info!(restored = restored.len(), "initial lists applied; recorded admissions restored");
-        for (key, at) in restored {
-            self.recorded.insert(key, at);
+        for (key, _) in restored {
+            // What was restored is what is recorded (a slot that no longer fitted is repaired, a new placement).
+            if let Some(record) = self.index.gang(&key).and_then(|e| e.id).and_then(|g| self.record_of(g)) {
+                self.recorded.insert(key, record);
+            }
         }
         // kube-scheduler may hold these pods back after an earlier muster refused them (or did not answer):
         // nudge each one when it is first directed, rather than leave it to kube-scheduler's backoff.
@@ -363,9 +366,9 @@ impl AdmissionTask {
     fn on_outcome(&mut self, outcome: Outcome) {
         self.index.set_now(now_ms());
         match outcome {
-            Outcome::PodGroupStatusWritten { namespace, name, status, admitted_at } => {
+            Outcome::PodGroupStatusWritten { namespace, name, status, record } => {
                 let key = GangKey::PodGroup { namespace: namespace.clone(), name: name.clone() };
-                if let Some(at) = admitted_at {
+                if let Some(at) = record {
                     if self.recording.get(&key) == Some(&at) {
                         self.recording.remove(&key);
                     }
@@ -548,10 +551,16 @@ impl AdmissionTask {
     /// Whether gang `g`'s current admission still has to be written to its PodGroup before members may go.
     fn needs_record(&self, key: &GangKey, g: GangId) -> bool {
         let GangKey::PodGroup { .. } = key else { return false }; // a gang of one has nothing partial to lose
-        match self.index.core.gang(g).and_then(|g| g.admitted_at) {
-            Some(at) => self.recorded.get(key) != Some(&at),
+        match self.record_of(g) {
+            Some(record) => self.recorded.get(key) != Some(&record),
             None => false,
         }
+    }
+
+    /// The record that would describe gang `g` now: its admission and the placement of its reservations.
+    fn record_of(&self, g: GangId) -> Option<Record> {
+        let gang = self.index.core.gang(g)?;
+        Some(Record { admitted_at: gang.admitted_at?, placement: gang.placement })
     }
 
     /// Writes each new admission to its PodGroup's status at once (the record members wait for).
@@ -562,7 +571,7 @@ impl AdmissionTask {
             if !self.needs_record(&entry.key, g) {
                 continue;
             }
-            let at = self.index.core.gang(g).and_then(|g| g.admitted_at).expect("needs_record checked");
+            let at = self.record_of(g).expect("needs_record checked");
             if self.recording.get(&entry.key) == Some(&at) || entry.podgroup.is_none() {
                 continue; // in flight, or its PodGroup (a Spark driver's) is still being created
             }
@@ -580,7 +589,7 @@ impl AdmissionTask {
                 namespace: namespace.clone(),
                 name: name.clone(),
                 status,
-                admitted_at: Some(at),
+                record: Some(at),
             });
         }
     }
@@ -802,7 +811,7 @@ impl AdmissionTask {
             if self.written_groups.get(&(namespace.clone(), name.clone())) == Some(&status) {
                 continue;
             }
-            self.act(Action::PodGroupStatus { namespace, name, status, admitted_at: None });
+            self.act(Action::PodGroupStatus { namespace, name, status, record: None });
         }
         for (name, status) in queues {
             if self.written_queues.get(&name) == Some(&status) {

@@ -314,6 +314,9 @@ pub struct Gang {
     /// How many of `pods` are not bound (so scans for pending members skip gangs with none).
     pub unbound: u32,
     pub admitted_at: Option<Millis>,
+    /// Bumped whenever a reservation is placed or moved to another node: a record of the gang's reservations
+    /// (PodGroup status) made at an older value no longer describes them.
+    pub placement: u64,
     /// First time an admission attempt failed since the gang became pending.
     pub waiting_since: Option<Millis>,
     pub reason: Option<WaitReason>,
@@ -784,6 +787,7 @@ impl Cluster {
             pods: Vec::new(),
             unbound: 0,
             admitted_at: None,
+            placement: 0,
             waiting_since: None,
             reason: None,
             tried_epoch: None,
@@ -928,6 +932,7 @@ impl Cluster {
         let request = gang.spec.templates[template as usize].request;
         let queue = gang.spec.queue;
         gang.slots.push(Slot { template, node, claim: None, since: now });
+        gang.placement += 1;
         let n = self.node_mut(node);
         n.reserved = n.reserved.saturating_add(&request);
         self.touch_node(node);

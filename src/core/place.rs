@@ -261,7 +261,11 @@ impl Cluster {
                 let n = self.nodes.get_mut(to.0).expect("live node");
                 n.reserved = n.reserved.saturating_add(&request);
                 self.touch_node(to);
-                self.gang_mut(gang).slots[i].node = to;
+                let g = self.gang_mut(gang);
+                if g.slots[i].node != to {
+                    g.placement += 1;
+                }
+                g.slots[i].node = to;
             }
         }
     }
