@@ -488,3 +488,19 @@ fn members_that_succeed_one_by_one_leave_a_completing_gang_nothing_to_repair() {
     assert_eq!(c.gang(g).unwrap().slots.len(), 1, "a failed member's capacity is kept for its replacement");
     c.check_invariants().unwrap();
 }
+
+#[test]
+fn a_restored_record_skips_the_slots_its_bound_members_consumed() {
+    // Recorded: slots on n0 and n1. Since then the member directed to n0 bound there; one member is missing.
+    let mut c = Cluster::new();
+    let n0 = c.add_node(node("n0", 4000, 16 * GI)).unwrap();
+    let n1 = c.add_node(node("n1", 4000, 16 * GI)).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let g = c.add_gang(gang("app", q, 0, vec![template("w", 2000, GI, 2, 2)])).unwrap();
+    let spec = PodSpec { name: "ns/app-0".into(), request: request(2000, GI), member: Some((g, 0)), priority: 0 };
+    c.add_pod(spec, Some(n0), 1).unwrap();
+    c.restore_admission(g, &[(0, n0), (0, n1)], 0, 2).unwrap();
+    let restored: Vec<_> = c.gang(g).unwrap().slots.iter().map(|s| s.node).collect();
+    assert_eq!(restored, vec![n1], "the missing member's slot is the one on n1; n0's went to the bound member");
+    c.check_invariants().unwrap();
+}

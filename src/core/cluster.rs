@@ -951,7 +951,24 @@ impl Cluster {
         let gang = self.gangs.get(id.0).ok_or(CoreError::Unknown { kind: "gang", id: id.0 })?;
         let mut missing = gang.missing();
         let requests: Vec<Resources> = gang.spec.templates.iter().map(|t| t.request).collect();
+        // A record written before some members bound still lists the slots they consumed: a member bound on a
+        // recorded node of its template accounts for one recorded slot there, which is not restored (restoring
+        // it instead of the slot still missing could fill a node another gang's record needs).
+        let mut consumed: HashMap<(u16, NodeId), u32> = HashMap::new();
+        for p in &gang.pods {
+            if let Some(pod) = self.pods.get(p.0)
+                && let (Some(node), Some((_, t)), false) = (pod.node, pod.spec.member, pod.terminating)
+            {
+                *consumed.entry((t, node)).or_default() += 1;
+            }
+        }
         for &(t, node) in slots {
+            if let Some(c) = consumed.get_mut(&(t, node))
+                && *c > 0
+            {
+                *c -= 1;
+                continue;
+            }
             let Some(n) = self.nodes.get(node.0) else {
                 continue; // the node went away while we were down; the admission cycle repairs the gang
             };
