@@ -244,10 +244,11 @@ fn a_restart_restores_only_the_unbound_members_and_never_over_commits() {
     i.finish_initial_sync();
     let id = i.gang(&key("job")).unwrap().id.unwrap();
     let gang = i.core.gang(id).unwrap();
-    // Two members are missing; n1 has no room left for the recorded slots, n2 room for one: one slot restored
-    // (on n2, beside the bound member), one left for the cycle to repair.
+    // The bound member took the slot recorded on n2 (where it bound); the two missing members' slots were
+    // recorded on n1, which has no room left: none is restored (n2's free room is not theirs by the record), the
+    // gang stays admitted and the cycle repairs what it can.
     assert_eq!(gang.bound_min[0], 1);
-    assert_eq!(gang.slots.len(), 1, "{:?}", gang.slots);
+    assert!(gang.slots.is_empty(), "{:?}", gang.slots);
     assert_eq!(gang.phase, GangPhase::Admitted);
     // The outside world broke all-or-nothing while muster was away (the foreign pod took reserved capacity), so
     // only accounting and capacity are checked: no node is over-committed, before or after the repair attempt.
