@@ -148,8 +148,8 @@ pub struct Reservation {
     pub count: i32,
 }
 
-/// What muster decided about a PodGroup. The admission part (`admittedAt`, `reservations`,
-/// `observedGeneration`) is the durable record a restarted muster restores its reservations from.
+/// What muster decided about a PodGroup. The admission part (`admittedAt`, `placement`, `observedGeneration`) is
+/// the durable record a restarted muster restores its reservations from.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodGroupStatus {
@@ -178,6 +178,12 @@ pub struct PodGroupStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["template", "node"]))]
     pub reservations: Vec<Reservation>,
+    /// Where the current admission puts every minimum member, bound or not: the nodes of the bound members and of
+    /// the reservations, one entry per (template, node). A restarted muster restores from it the reservations of
+    /// the members not bound (a member bound on a listed node accounts for one entry there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["template", "node"]))]
+    pub placement: Vec<Reservation>,
 }
 
 fn default_queue() -> String {

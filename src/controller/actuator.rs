@@ -153,6 +153,23 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Events are for people: not worth retrying for longer than this.
 const EVENT_GIVE_UP: Duration = Duration::from_secs(300);
 
+/// The PodGroup status fields muster writes that may be absent from a status (empty or unset).
+const PODGROUP_STATUS_FIELDS: &[&str] =
+    &["phase", "conditions", "admittedAt", "observedGeneration", "reservations", "placement"];
+
+/// `status` as a merge patch that replaces the whole status: a field among `fields` that it leaves out is set to
+/// null, which a merge patch reads as "remove" (left out, the stored value would stay: an old admission time or
+/// reservations a restarted muster would restore).
+fn clearing_absent(status: &serde_json::Value, fields: &[&str]) -> serde_json::Value {
+    let mut patch = status.clone();
+    if let Some(map) = patch.as_object_mut() {
+        for field in fields {
+            map.entry(field.to_string()).or_insert(serde_json::Value::Null);
+        }
+    }
+    patch
+}
+
 fn backoff(attempt: u32) -> Duration {
     MIN_BACKOFF.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF)
 }
@@ -429,7 +446,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
             Err(e) => classify(e, "creating the Queue"),
         },
         Action::PodGroupStatus { namespace, name, status, .. } => {
-            let patch = serde_json::json!({"status": status});
+            let patch = serde_json::json!({"status": clearing_absent(status, PODGROUP_STATUS_FIELDS)});
             match Api::<PodGroup>::namespaced(client.clone(), namespace)
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -478,5 +495,28 @@ fn object_reference(o: &ObjectRef) -> ObjectReference {
         namespace: o.namespace.clone(),
         uid: o.uid.clone(),
         ..ObjectReference::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_patch_clears_the_fields_the_status_leaves_out() {
+        // A requeued gang: no admission time, no reservations. A merge patch must remove the stored ones.
+        let status = serde_json::json!({"phase": "Pending", "running": 0});
+        let patch = clearing_absent(&status, PODGROUP_STATUS_FIELDS);
+        assert_eq!(patch["phase"], "Pending");
+        assert_eq!(patch["running"], 0);
+        for field in ["admittedAt", "reservations", "placement", "conditions", "observedGeneration"] {
+            assert!(patch[field].is_null() && patch.get(field).is_some(), "{field} is not cleared: {patch}");
+        }
+        // What the status has is written as it is.
+        let admitted =
+            serde_json::json!({"phase": "Inqueue", "placement": [{"template": "w", "node": "n1", "count": 2}]});
+        let patch = clearing_absent(&admitted, PODGROUP_STATUS_FIELDS);
+        assert_eq!(patch["placement"][0]["count"], 2);
+        assert!(patch["reservations"].is_null());
     }
 }

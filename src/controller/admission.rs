@@ -80,6 +80,9 @@ pub struct AdmissionTask {
     recorded: HashMap<GangKey, Record>,
     /// Per gang, the record being written.
     recording: HashMap<GangKey, Record>,
+    /// Gangs whose status is being written to give up capacity their record still names (see
+    /// [`crate::core::Gang::unreleased`]).
+    releasing: HashSet<GangKey>,
     written_groups: HashMap<(String, String), serde_json::Value>,
     written_queues: HashMap<String, serde_json::Value>,
     /// Waiting reasons already announced by an Event, per gang.
@@ -127,6 +130,7 @@ impl AdmissionTask {
             published: HashMap::new(),
             recorded: HashMap::new(),
             recording: HashMap::new(),
+            releasing: HashSet::new(),
             written_groups: HashMap::new(),
             written_queues: HashMap::new(),
             announced: BTreeMap::new(),
@@ -368,6 +372,9 @@ impl AdmissionTask {
         match outcome {
             Outcome::PodGroupStatusWritten { namespace, name, status, record } => {
                 let key = GangKey::PodGroup { namespace: namespace.clone(), name: name.clone() };
+                // What a restart would now restore: capacity this write gave up becomes free for others.
+                self.index.note_status_written(&key, &status);
+                self.releasing.remove(&key);
                 if let Some(at) = record {
                     if self.recording.get(&key) == Some(&at) {
                         self.recording.remove(&key);
@@ -405,6 +412,7 @@ impl AdmissionTask {
                 {
                     let gang = GangKey::PodGroup { namespace: ns.into(), name: name.into() };
                     self.recording.remove(&gang);
+                    self.releasing.remove(&gang);
                     self.written_groups.remove(&(ns.to_string(), name.to_string()));
                 }
             }
@@ -563,12 +571,19 @@ impl AdmissionTask {
         Some(Record { admitted_at: gang.admitted_at?, placement: gang.placement })
     }
 
-    /// Writes each new admission to its PodGroup's status at once (the record members wait for).
+    /// Writes each new admission to its PodGroup's status at once (the record members wait for), and the
+    /// status of each gang whose record still names capacity the model has given back (a moved slot, a released
+    /// admission), so that capacity becomes free for others.
     fn record_admissions(&mut self) {
         let mut writes = Vec::new();
+        let mut releases = Vec::new();
         for entry in self.index.gangs() {
             let Some(g) = entry.id else { continue };
             if !self.needs_record(&entry.key, g) {
+                let unreleased = self.index.core.gang(g).is_some_and(|gang| !gang.unreleased.is_empty());
+                if unreleased && entry.podgroup.is_some() && !self.releasing.contains(&entry.key) {
+                    releases.push(entry.key.clone());
+                }
                 continue;
             }
             let at = self.record_of(g).expect("needs_record checked");
@@ -577,10 +592,16 @@ impl AdmissionTask {
             }
             writes.push((entry.key.clone(), at));
         }
-        if writes.is_empty() {
+        if writes.is_empty() && releases.is_empty() {
             return;
         }
         let timeout = self.config.policy.reservation_timeout;
+        for key in releases {
+            let GangKey::PodGroup { namespace, name } = &key else { continue };
+            let Some(status) = status::podgroup_status(&self.index, &key, &self.refusals, timeout) else { continue };
+            self.releasing.insert(key.clone());
+            self.act(Action::PodGroupStatus { namespace: namespace.clone(), name: name.clone(), status, record: None });
+        }
         for (key, at) in writes {
             let GangKey::PodGroup { namespace, name } = &key else { continue };
             let Some(status) = status::podgroup_status(&self.index, &key, &self.refusals, timeout) else { continue };

@@ -108,8 +108,24 @@ pub fn podgroup_status(
                 let node = index.node_name(s.node).unwrap_or_default().to_string();
                 *by_slot.entry((template, node)).or_default() += 1;
             }
-            status.reservations =
-                by_slot.into_iter().map(|((template, node), count)| Reservation { template, node, count }).collect();
+            // The placement adds the nodes of the bound minimum members (not those leaving) to the reservations.
+            let mut placed = by_slot.clone();
+            if gang.admitted_at.is_some() {
+                for pod in gang.pods.iter().filter_map(|p| index.core.pod(*p)) {
+                    if let (Some(node), Some((_, t)), PodRole::Min, false) =
+                        (pod.node, pod.spec.member, pod.role, pod.terminating)
+                    {
+                        let template = gang.spec.templates[t as usize].name.clone();
+                        let node = index.node_name(node).unwrap_or_default().to_string();
+                        *placed.entry((template, node)).or_default() += 1;
+                    }
+                }
+            }
+            let entries = |m: BTreeMap<(String, String), i32>| -> Vec<Reservation> {
+                m.into_iter().map(|((template, node), count)| Reservation { template, node, count }).collect()
+            };
+            status.reservations = entries(by_slot);
+            status.placement = entries(placed);
             match gang.phase {
                 GangPhase::Pending | GangPhase::Expired => {
                     if let Some((code, message)) = waiting_reason(index, &entry.key, notes, reservation_timeout) {

@@ -115,16 +115,20 @@ pub struct Node {
     pub reserved: Resources,
     /// Capacity held back for blocked gangs (draining or reclaiming); rebuilt every admission cycle.
     pub held: Resources,
+    /// Capacity the model has given back (a slot moved away, an admission released) that a gang's durable record
+    /// still claims until the write saying otherwise lands: nobody may take it, or a restart in between would
+    /// restore two gangs onto it. See [`Gang::unreleased`].
+    pub unreleased: Resources,
     /// What-if capacity during reclaim planning only; always zero outside it.
     pub bonus: Resources,
     pub pods: Vec<PodId>,
 }
 
 impl Node {
-    /// allocatable - used - reserved.
+    /// allocatable - used - reserved - unreleased.
     #[inline]
     pub fn free(&self) -> Resources {
-        self.spec.allocatable.saturating_sub(&self.used).saturating_sub(&self.reserved)
+        self.spec.allocatable.saturating_sub(&self.used).saturating_sub(&self.reserved).saturating_sub(&self.unreleased)
     }
     /// What a gang without a hold here may use.
     #[inline]
@@ -325,6 +329,13 @@ pub struct Gang {
     /// Capacity held for this gang while it is the head of its queue and waits (draining or reclaiming):
     /// others may not use it; the gang itself may. Re-applied at the start of every cycle.
     pub hold: Vec<(NodeId, Resources)>,
+    /// The slots (template, node) the gang's durable record lists, as the caller last saw it written
+    /// ([`Cluster::set_recorded`]); empty when nothing is recorded (or the caller keeps no records).
+    pub recorded: Vec<(u16, NodeId)>,
+    /// Per node, the capacity of recorded slots the gang no longer holds there (neither a slot nor a member bound
+    /// there): given back in the model but not yet in the record, so a restart could restore it. Kept out of
+    /// everyone's reach ([`Node::unreleased`]) until a status write gives it up.
+    pub unreleased: Vec<(NodeId, Resources)>,
 }
 
 impl Gang {
@@ -618,6 +629,7 @@ impl Cluster {
             managed: Resources::ZERO,
             reserved: Resources::ZERO,
             held: Resources::ZERO,
+            unreleased: Resources::ZERO,
             bonus: Resources::ZERO,
             pods: Vec::new(),
         }));
@@ -674,6 +686,9 @@ impl Cluster {
             let gang = self.gang_mut(g);
             let (lost, kept): (Vec<Slot>, Vec<Slot>) = gang.slots.drain(..).partition(|s| s.node == id);
             gang.slots = kept;
+            // A record naming the node cannot be restored there (and the id may be reused by a new node).
+            gang.recorded.retain(|(_, n)| *n != id);
+            gang.unreleased.retain(|(n, _)| *n != id);
             if lost.is_empty() {
                 continue;
             }
@@ -792,6 +807,8 @@ impl Cluster {
             reason: None,
             tried_epoch: None,
             hold: Vec::new(),
+            recorded: Vec::new(),
+            unreleased: Vec::new(),
         }));
         self.queue_mut(queue).gangs.push(id);
         self.dirty = true;
@@ -868,6 +885,9 @@ impl Cluster {
         self.release_slots(id);
         let hold = std::mem::take(&mut self.gang_mut(id).hold);
         self.unhold(&hold);
+        // A gang that is gone is not restored: its record claims nothing any more.
+        self.gang_mut(id).recorded.clear();
+        self.refresh_unreleased(id);
         let gang = self.gangs.remove(id.0).expect("checked");
         for pod_id in &gang.pods {
             let Some(pod) = self.pods.get_mut(pod_id.0) else { continue };
@@ -938,6 +958,79 @@ impl Cluster {
         self.touch_node(node);
         let q = self.queue_mut(queue);
         q.allocated = q.allocated.saturating_add(&request);
+        self.refresh_unreleased(id);
+    }
+
+    /// The slots gang `id`'s durable record lists (a PodGroup status write landed, or was read at start-up).
+    /// From now on capacity the model gives back that this record still claims stays unavailable until the
+    /// next record no longer lists it.
+    pub fn set_recorded(&mut self, id: GangId, slots: Vec<(u16, NodeId)>) -> Result<(), CoreError> {
+        let gang = self.gangs.get_mut(id.0).ok_or(CoreError::Unknown { kind: "gang", id: id.0 })?;
+        gang.recorded = slots;
+        self.refresh_unreleased(id);
+        Ok(())
+    }
+
+    /// Recomputes gang `id`'s unreleased capacity: the capacity of each recorded slot that neither a slot of the
+    /// gang nor a member bound on that node accounts for. It covers what restoring the record now (as
+    /// [`Cluster::restore_admission`] would after a restart) would reserve beyond the gang's current slots.
+    pub(crate) fn refresh_unreleased(&mut self, id: GangId) {
+        let Some(gang) = self.gangs.get(id.0) else { return };
+        if gang.recorded.is_empty() && gang.unreleased.is_empty() {
+            return; // the common case, and always so for callers that keep no records (the simulator)
+        }
+        let mut want: Vec<(NodeId, Resources)> = Vec::new();
+        if !gang.recorded.is_empty() {
+            // A recorded slot is accounted for by a slot of the gang on that node now, or by a member bound there
+            // (a restart counts it consumed). Any other is held, even where a restart would not restore it today
+            // (no member missing): a member that fails later would make it restorable again.
+            let mut here: HashMap<(u16, NodeId), u32> = HashMap::new();
+            for s in &gang.slots {
+                *here.entry((s.template, s.node)).or_default() += 1;
+            }
+            for p in &gang.pods {
+                if let Some(pod) = self.pods.get(p.0)
+                    && let (Some(node), Some((_, t)), false) = (pod.node, pod.spec.member, pod.terminating)
+                {
+                    *here.entry((t, node)).or_default() += 1;
+                }
+            }
+            for &(t, node) in &gang.recorded {
+                if let Some(c) = here.get_mut(&(t, node))
+                    && *c > 0
+                {
+                    *c -= 1;
+                    continue;
+                }
+                if self.nodes.get(node.0).is_none() {
+                    continue;
+                }
+                let request = gang.spec.templates[t as usize].request;
+                match want.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, r)) => *r = r.saturating_add(&request),
+                    None => want.push((node, request)),
+                }
+            }
+        }
+        if want == gang.unreleased {
+            return;
+        }
+        let old = std::mem::replace(&mut self.gang_mut(id).unreleased, want.clone());
+        for (node, r) in &old {
+            if let Some(n) = self.nodes.get_mut(node.0) {
+                n.unreleased = n.unreleased.saturating_sub(r);
+                self.touch_node(*node);
+            }
+        }
+        for (node, r) in &want {
+            let n = self.node_mut(*node);
+            n.unreleased = n.unreleased.saturating_add(r);
+            self.touch_node(*node);
+        }
+        let released = old.iter().any(|(n, r)| want.iter().find(|(m, _)| m == n).is_none_or(|(_, w)| !r.fits_in(w)));
+        if released {
+            self.capacity_grew();
+        }
     }
 
     /// Restores an admission recorded before a restart: the gang's slots, as (template, node) pairs.
@@ -993,6 +1086,7 @@ impl Cluster {
 
     /// Recomputes a gang's phase from its slots and bound members.
     pub(crate) fn refresh_phase(&mut self, id: GangId) {
+        self.refresh_unreleased(id);
         let gang = self.gang_mut(id);
         if matches!(gang.phase, GangPhase::Expired | GangPhase::Finished) {
             return;
@@ -1091,6 +1185,9 @@ impl Cluster {
         }
         n.pods.push(id);
         self.touch_node(node);
+        if let Some((gang, _)) = member {
+            self.refresh_unreleased(gang);
+        }
         self.dirty = true;
         Ok(())
     }
@@ -1259,6 +1356,9 @@ impl Cluster {
         self.release_slots(id);
         let hold = std::mem::take(&mut self.gang_mut(id).hold);
         self.unhold(&hold);
+        // A gang that is gone is not restored: its record claims nothing any more.
+        self.gang_mut(id).recorded.clear();
+        self.refresh_unreleased(id);
         let gang = self.gang_mut(id);
         gang.admitted_at = None;
         gang.waiting_since = None;
@@ -1449,6 +1549,9 @@ impl Cluster {
         self.release_slots(id);
         let hold = std::mem::take(&mut self.gang_mut(id).hold);
         self.unhold(&hold);
+        // A gang that is gone is not restored: its record claims nothing any more.
+        self.gang_mut(id).recorded.clear();
+        self.refresh_unreleased(id);
         let gang = self.gang_mut(id);
         gang.phase = GangPhase::Finished;
         gang.reason = None;

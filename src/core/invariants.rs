@@ -62,14 +62,28 @@ impl Cluster {
             }
         }
         let mut held = vec![Resources::ZERO; self.nodes.capacity()];
+        let mut unreleased = vec![Resources::ZERO; self.nodes.capacity()];
         for (_, g) in self.gangs() {
             for (node, r) in &g.hold {
                 if node.index() < held.len() {
                     held[node.index()] = held[node.index()].saturating_add(r);
                 }
             }
+            for (node, r) in &g.unreleased {
+                if node.index() < unreleased.len() {
+                    unreleased[node.index()] = unreleased[node.index()].saturating_add(r);
+                }
+            }
         }
         for (id, n) in self.nodes() {
+            if n.unreleased != unreleased[id.index()] {
+                return Err(format!(
+                    "node {}: unreleased {:?}, gangs' unreleased capacity adds up to {:?}",
+                    n.spec.name,
+                    n.unreleased,
+                    unreleased[id.index()]
+                ));
+            }
             if n.held != held[id.index()] {
                 return Err(format!(
                     "node {}: held {:?}, gang holds add up to {:?}",
@@ -117,6 +131,21 @@ impl Cluster {
                     n.spec.name,
                     self.resources.describe(&n.used),
                     self.resources.describe(&n.reserved),
+                    self.resources.describe(&n.spec.allocatable)
+                ));
+            }
+        }
+        // 1b. No two records on the same capacity: what a restart would restore (each gang's recorded slots still
+        // missing members, whether reserved now or given back but not yet released by a write) fits beside what is
+        // bound, so a restart restores every record where it was written.
+        for (_, n) in self.nodes() {
+            if !n.used.saturating_add(&n.reserved).saturating_add(&n.unreleased).fits_in(&n.spec.allocatable) {
+                return Err(format!(
+                    "node {}: used {} + reserved {} + unreleased {} > allocatable {}: two records claim its capacity",
+                    n.spec.name,
+                    self.resources.describe(&n.used),
+                    self.resources.describe(&n.reserved),
+                    self.resources.describe(&n.unreleased),
                     self.resources.describe(&n.spec.allocatable)
                 ));
             }

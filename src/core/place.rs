@@ -268,6 +268,7 @@ impl Cluster {
                 g.slots[i].node = to;
             }
         }
+        self.refresh_unreleased(gang);
     }
 
     /// 0..=10 per offered node: 10 for the node the pod was directed to; otherwise the tighter the fit, the

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{self, PodGroup, PodGroupPhase, Queue, names};
+use crate::api::{self, PodGroup, PodGroupPhase, PodGroupStatus, Queue, names};
 use crate::core::{
     Cluster, GangId, GangPhase, GangSpec, Millis, NodeId, PodExit, PodId, PodSpec, QueueId, QueueSpec, TemplateSpec,
 };
@@ -477,22 +477,51 @@ impl Index {
     /// Restores the reservations a previous muster recorded in the PodGroup's status (restart, failover).
     /// Returns the recorded admission time when there was an admission to restore.
     fn restore(&mut self, id: GangId, pg: &PodGroup, now: Millis) -> Option<Millis> {
-        let status = pg.status.as_ref()?;
+        let (slots, admitted_at) = self.recorded_admission(id, pg.metadata.generation, pg.status.as_ref()?)?;
+        let restored = self.core.restore_admission(id, &slots, admitted_at, now).ok().map(|()| admitted_at);
+        // After restoring (the record's own capacity is its to restore): what could not be restored where it was
+        // recorded stays claimed by the record until a write gives it up.
+        let _ = self.core.set_recorded(id, slots);
+        restored
+    }
+
+    /// A PodGroup status write of muster's landed: from now on that is what a restart would restore, so capacity
+    /// it still names stays out of others' reach until a later write gives it up
+    /// ([`crate::core::Cluster::set_recorded`]).
+    pub fn note_status_written(&mut self, key: &GangKey, status: &serde_json::Value) {
+        let Some(entry) = self.gangs.get(key) else { return };
+        let (Some(id), Some(pg)) = (entry.id, entry.podgroup.as_ref()) else { return };
+        let generation = pg.metadata.generation;
+        // muster's own serialisation of a PodGroupStatus: it parses back.
+        let Ok(status) = serde_json::from_value::<PodGroupStatus>(status.clone()) else { return };
+        let slots = self.recorded_admission(id, generation, &status).map(|(slots, _)| slots).unwrap_or_default();
+        let _ = self.core.set_recorded(id, slots);
+    }
+
+    /// The admission a PodGroup status records for gang `id`: its slots as (template, node) and when it was
+    /// admitted. None unless the status says admitted, for the current generation, with an admission time.
+    fn recorded_admission(
+        &self,
+        id: GangId,
+        generation: Option<i64>,
+        status: &PodGroupStatus,
+    ) -> Option<(Vec<(u16, NodeId)>, Millis)> {
         let admitted = matches!(status.phase, Some(PodGroupPhase::Inqueue) | Some(PodGroupPhase::Running));
-        let current = status.observed_generation.is_none() || status.observed_generation == pg.metadata.generation;
+        let current = status.observed_generation.is_none() || status.observed_generation == generation;
         if !admitted || !current || status.admitted_at.is_none() {
             return None;
         }
-        let gang = self.core.gang(id).expect("live gang");
+        let gang = self.core.gang(id)?;
         let mut slots = Vec::new();
-        for r in &status.reservations {
+        // A status without a placement (written by an older muster) records the reservations alone.
+        let placed = if status.placement.is_empty() { &status.reservations } else { &status.placement };
+        for r in placed {
             let template = gang.spec.templates.iter().position(|t| t.name == r.template);
             if let (Some(t), Some(node)) = (template, self.core.node_id(&r.node)) {
                 slots.extend(std::iter::repeat_n((t as u16, node), r.count.max(0) as usize));
             }
         }
-        let admitted_at = ms(status.admitted_at.as_ref().map(|t| &t.0));
-        self.core.restore_admission(id, &slots, admitted_at, now).ok().map(|()| admitted_at)
+        Some((slots, ms(status.admitted_at.as_ref().map(|t| &t.0))))
     }
 
     pub fn delete_podgroup(&mut self, namespace: &str, name: &str) {

@@ -262,3 +262,41 @@ fn a_restart_restores_only_the_unbound_members_and_never_over_commits() {
     i.core.run_cycle(2_000, &Policy::default());
     no_overcommit(&i.core);
 }
+
+#[test]
+fn a_restart_restores_from_the_placement_what_no_member_bound_since() {
+    let mut i = index();
+    for n in ["n1", "n2", "n3"] {
+        i.apply_node(node(n, "4", "16Gi"));
+    }
+    let mut pg =
+        (*podgroup("job", json!([{"name": "w", "minMember": 4, "resources": {"cpu": "2", "memory": "1Gi"}}]))).clone();
+    // Written after w-0 bound on n1: its placement lists every member, its reservations the three unbound ones.
+    pg.status = Some(
+        serde_json::from_value(json!({
+            "phase": "Inqueue", "observedGeneration": 1, "admittedAt": "2026-11-26T09:30:00Z", "running": 1,
+            "reservations": [{"template": "w", "node": "n1", "count": 1}, {"template": "w", "node": "n2", "count": 2}],
+            "placement": [{"template": "w", "node": "n1", "count": 2}, {"template": "w", "node": "n2", "count": 2}]
+        }))
+        .unwrap(),
+    );
+    i.apply_podgroup(Arc::new(pg));
+    // w-0 bound on n1 before the write, w-1 on n2 after it.
+    for (name, uid, at) in [("w-0", "w0", "n1"), ("w-1", "w1", "n2")] {
+        let mut member = pod(name, uid, "2", json!({"muster.dev/pod-group": "job"}), json!({}));
+        member.spec.as_mut().unwrap().node_name = Some(at.into());
+        i.apply_pod(Arc::new(member));
+    }
+    i.finish_initial_sync();
+    let id = i.gang(&key("job")).unwrap().id.unwrap();
+    let gang = i.core.gang(id).unwrap();
+    let on = |name: &str| {
+        let n = i.core.node_id(name).unwrap();
+        gang.slots.iter().filter(|s| s.node == n).count()
+    };
+    // Exactly the two members not bound, where the placement put them: one on n1, one on n2.
+    assert_eq!((on("n1"), on("n2"), on("n3")), (1, 1, 0), "{:?}", gang.slots);
+    assert_eq!(gang.phase, GangPhase::Admitted);
+    assert!(gang.unreleased.is_empty(), "everything recorded is accounted for: {:?}", gang.unreleased);
+    i.core.check_invariants().unwrap();
+}
