@@ -882,12 +882,11 @@ impl Cluster {
         if self.gangs.get(id.0).is_none() {
             return Err(CoreError::Unknown { kind: "gang", id: id.0 });
         }
+        // A gang that is gone is not restored: its record claims nothing any more (released with its slots).
+        self.gang_mut(id).recorded.clear();
         self.release_slots(id);
         let hold = std::mem::take(&mut self.gang_mut(id).hold);
         self.unhold(&hold);
-        // A gang that is gone is not restored: its record claims nothing any more.
-        self.gang_mut(id).recorded.clear();
-        self.refresh_unreleased(id);
         let gang = self.gangs.remove(id.0).expect("checked");
         for pod_id in &gang.pods {
             let Some(pod) = self.pods.get_mut(pod_id.0) else { continue };
@@ -1353,12 +1352,11 @@ impl Cluster {
         for &p in &bound {
             self.set_terminating(p)?;
         }
+        // A gang that is gone is not restored: its record claims nothing any more (released with its slots).
+        self.gang_mut(id).recorded.clear();
         self.release_slots(id);
         let hold = std::mem::take(&mut self.gang_mut(id).hold);
         self.unhold(&hold);
-        // A gang that is gone is not restored: its record claims nothing any more.
-        self.gang_mut(id).recorded.clear();
-        self.refresh_unreleased(id);
         let gang = self.gang_mut(id);
         gang.admitted_at = None;
         gang.waiting_since = None;
@@ -1546,12 +1544,11 @@ impl Cluster {
         if self.gangs.get(id.0).is_none() {
             return Err(CoreError::Unknown { kind: "gang", id: id.0 });
         }
+        // A gang that is gone is not restored: its record claims nothing any more (released with its slots).
+        self.gang_mut(id).recorded.clear();
         self.release_slots(id);
         let hold = std::mem::take(&mut self.gang_mut(id).hold);
         self.unhold(&hold);
-        // A gang that is gone is not restored: its record claims nothing any more.
-        self.gang_mut(id).recorded.clear();
-        self.refresh_unreleased(id);
         let gang = self.gang_mut(id);
         gang.phase = GangPhase::Finished;
         gang.reason = None;

@@ -1,7 +1,7 @@
 //! The invariants of design.md, as checks over a [`Cluster`]. The admission cycle asserts the ones that hold
 //! whatever the outside world does in debug builds; property tests assert all of them on generated workloads.
 
-use super::cluster::{Claim, Cluster, GangPhase, PodRole};
+use super::cluster::{Claim, Cluster, Gang, GangPhase, NodeId, PodRole};
 use super::resources::Resources;
 
 impl Cluster {
@@ -61,36 +61,30 @@ impl Cluster {
                 ));
             }
         }
-        let mut held = vec![Resources::ZERO; self.nodes.capacity()];
-        let mut unreleased = vec![Resources::ZERO; self.nodes.capacity()];
-        for (_, g) in self.gangs() {
-            for (node, r) in &g.hold {
-                if node.index() < held.len() {
-                    held[node.index()] = held[node.index()].saturating_add(r);
+        // Per-node capacity that gangs keep out of others' reach, summed over the gangs' own lists.
+        let per_node = |list: fn(&Gang) -> &Vec<(NodeId, Resources)>| {
+            let mut sum = vec![Resources::ZERO; self.nodes.capacity()];
+            for (_, g) in self.gangs() {
+                for (node, r) in list(g) {
+                    if let Some(s) = sum.get_mut(node.index()) {
+                        *s = s.saturating_add(r);
+                    }
                 }
             }
-            for (node, r) in &g.unreleased {
-                if node.index() < unreleased.len() {
-                    unreleased[node.index()] = unreleased[node.index()].saturating_add(r);
-                }
-            }
-        }
+            sum
+        };
+        let held = per_node(|g| &g.hold);
+        let unreleased = per_node(|g| &g.unreleased);
         for (id, n) in self.nodes() {
-            if n.unreleased != unreleased[id.index()] {
-                return Err(format!(
-                    "node {}: unreleased {:?}, gangs' unreleased capacity adds up to {:?}",
-                    n.spec.name,
-                    n.unreleased,
-                    unreleased[id.index()]
-                ));
-            }
-            if n.held != held[id.index()] {
-                return Err(format!(
-                    "node {}: held {:?}, gang holds add up to {:?}",
-                    n.spec.name,
-                    n.held,
-                    held[id.index()]
-                ));
+            for (what, recorded, summed) in
+                [("held", n.held, held[id.index()]), ("unreleased", n.unreleased, unreleased[id.index()])]
+            {
+                if recorded != summed {
+                    return Err(format!(
+                        "node {}: {what} {recorded:?}, its gangs' lists add up to {summed:?}",
+                        n.spec.name
+                    ));
+                }
             }
             if n.used != used[id.index()] || n.reserved != reserved[id.index()] || n.managed != managed[id.index()] {
                 return Err(format!(
