@@ -21,8 +21,9 @@
 //! frees), and small gangs are never blocked forever by a head that cannot fit (it is set aside as NeverFits).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole, Policy, QueueId, WaitReason};
+use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, Policy, QueueId, StaticVerdict, WaitReason};
 use super::fairshare::{ShareInput, deserved_shares};
 use super::pack::{Demand, PackFailure, Placed};
 use super::resources::{Resources, SLOTS};
@@ -120,9 +121,7 @@ impl Cluster {
             let verdict = if !queue.spec.open {
                 Err(Failure::Fresh(WaitReason::QueueClosed))
             } else if being_evicted {
-                Err(Failure::Fresh(WaitReason::Insufficient {
-                    detail: "evicted members are still terminating".to_string(),
-                }))
+                Err(Failure::Fresh(WaitReason::Insufficient { detail: "evicted members are still terminating".into() }))
             } else if !queue.allocated.saturating_add(&demand).fits_in(&queue.spec.capability) {
                 Err(Failure::Fresh(WaitReason::QueueCapability {
                     detail: format!(
@@ -130,7 +129,8 @@ impl Cluster {
                         self.resources.describe(&queue.allocated),
                         self.resources.describe(&demand),
                         self.resources.describe(&queue.spec.capability)
-                    ),
+                    )
+                    .into(),
                 }))
             } else if !queue.spec.reclaimable && !queue.allocated.saturating_add(&demand).fits_in(&queue.deserved) {
                 Err(Failure::Fresh(WaitReason::OverDeserved {
@@ -139,10 +139,11 @@ impl Cluster {
                         self.resources.describe(&queue.allocated),
                         self.resources.describe(&demand),
                         self.resources.describe(&queue.deserved)
-                    ),
+                    )
+                    .into(),
                 }))
             } else if let Some(detail) = self.takes_guarantee(q, &demand, &cluster_used, &unused_guarantees) {
-                Err(Failure::Fresh(WaitReason::GuaranteeOfOtherQueues { detail }))
+                Err(Failure::Fresh(WaitReason::GuaranteeOfOtherQueues { detail: detail.into() }))
             } else {
                 self.try_pack_and_reserve(g, now, policy)
             };
@@ -193,7 +194,7 @@ impl Cluster {
         // Gangs left in the lines of stopped queues wait behind their draining head.
         for (q, line) in lines {
             let Some(&head) = stopped.get(&q) else { continue };
-            let head_name = self.gang(head).expect("live gang").spec.name.clone();
+            let head_name: Arc<str> = self.gang(head).expect("live gang").spec.name.as_str().into();
             for g in line {
                 let reason = WaitReason::BehindHead { head: head_name.clone() };
                 self.gang_mut(g).reason = Some(reason.clone());
@@ -317,7 +318,7 @@ impl Cluster {
                 let gang = self.gang_mut(g);
                 gang.hold = own_hold;
                 gang.tried_epoch = Some(epoch);
-                Err(Failure::Fresh(WaitReason::Insufficient { detail: self.describe_failure(g, &failure) }))
+                Err(Failure::Fresh(WaitReason::Insufficient { detail: self.describe_failure(g, &failure).into() }))
             }
         }
     }
@@ -384,17 +385,13 @@ impl Cluster {
             } else {
                 format!("evicting {new} pods from queues above their deserved share")
             };
-            return Some(WaitReason::Reclaiming { detail });
+            return Some(WaitReason::Reclaiming { detail: detail.into() });
         }
         // Could it ever fit? Pack against capacity minus foreign usage only. (After reclaim: a gang that a
         // reclaim plan fits obviously can, and this check touches every node.)
         let demands = self.demands(g);
-        let static_plan = self.with_bonus(
-            |c, n| c.node(n).map(|n| n.managed.saturating_add(&n.reserved).saturating_add(&n.held)),
-            |c| c.pack(&demands, policy.exact_search_budget),
-        );
-        if let Err(f) = static_plan {
-            return Some(WaitReason::NeverFits { detail: self.describe_failure(g, &f) });
+        if let Some(never_fits) = self.never_fits(g, demands.clone(), policy) {
+            return Some(never_fits);
         }
         let queue = self.queue(q).expect("live queue");
         let borrowing = !queue.allocated.fits_in(&queue.deserved);
@@ -403,9 +400,8 @@ impl Cluster {
         }
         // Drain: hold what the head would use once its own queue's running work on those nodes finishes (so it
         // does not take other queues' share), or failing that, once any muster-managed work there finishes.
-        let own = self.managed_usage_of_queue(q);
         let drain = self
-            .with_bonus(|_, n| own.get(&n).copied(), |c| c.pack(&demands, policy.exact_search_budget))
+            .with_bonus(|c, n| c.node(n).map(|n| n.managed_of(q)), |c| c.pack(&demands, policy.exact_search_budget))
             .or_else(|_| {
                 self.with_bonus(|c, n| c.node(n).map(|n| n.managed), |c| c.pack(&demands, policy.exact_search_budget))
             });
@@ -417,23 +413,39 @@ impl Cluster {
         self.hold(&hold);
         self.gang_mut(g).hold = hold;
         stopped.insert(q, g);
-        Some(WaitReason::Draining { detail: format!("holding capacity on {nodes} nodes as it frees") })
+        Some(WaitReason::Draining { detail: format!("holding capacity on {nodes} nodes as it frees").into() })
     }
 
-    /// Per node, the requests of this queue's bound members (not terminating).
-    fn managed_usage_of_queue(&self, q: QueueId) -> HashMap<NodeId, Resources> {
-        let mut usage: HashMap<NodeId, Resources> = HashMap::new();
-        for g in &self.queue(q).expect("live queue").gangs {
-            for p in &self.gang(*g).expect("live gang").pods {
-                if let Some(pod) = self.pod(*p)
-                    && let (Some(node), false) = (pod.node, pod.role == PodRole::Foreign)
-                {
-                    let u = usage.entry(node).or_default();
-                    *u = u.saturating_add(&pod.spec.request);
-                }
+    /// Why the gang could not fit even with every muster-managed pod, slot and hold gone, if so. The verdict
+    /// packs over every node, so it is kept with its inputs and reused until they change.
+    fn never_fits(&mut self, g: GangId, demands: Vec<Demand>, policy: &Policy) -> Option<WaitReason> {
+        let (epoch, budget) = (self.static_epoch, policy.exact_search_budget);
+        if let Some(v) = &self.gang(g).expect("live gang").static_verdict
+            && v.epoch == epoch
+            && v.budget == budget
+            && v.demands == demands
+        {
+            let cached = v.never_fits.clone();
+            // The cache must agree with the verdict it saves (property tests run debug builds).
+            #[cfg(debug_assertions)]
+            {
+                let fresh = self.with_bonus(
+                    |c, n| c.node(n).map(|n| n.managed.saturating_add(&n.reserved).saturating_add(&n.held)),
+                    |c| c.pack(&demands, budget),
+                );
+                assert_eq!(fresh.is_err(), cached.is_some(), "stale never-fits verdict for gang {g:?}");
             }
+            return cached;
         }
-        usage
+        let plan = self.with_bonus(
+            |c, n| c.node(n).map(|n| n.managed.saturating_add(&n.reserved).saturating_add(&n.held)),
+            |c| c.pack(&demands, budget),
+        );
+        let never_fits = plan.err().map(|f| WaitReason::NeverFits { detail: self.describe_failure(g, &f).into() });
+        debug_assert_eq!(self.static_epoch, epoch, "what-if packing changes no static capacity");
+        self.gang_mut(g).static_verdict =
+            Some(StaticVerdict { epoch, demands, budget, never_fits: never_fits.clone() });
+        never_fits
     }
 
     /// Per-node amounts of a placement.

@@ -13,8 +13,10 @@
 //! never a slot.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::index::{CapacityIndex, ClassId, NodeView};
+use super::pack::Demand;
 use super::placement::{NodeFacts, Placement, Taint};
 use super::resources::{ResourceNames, Resources};
 
@@ -111,6 +113,9 @@ pub struct Node {
     pub terminating: Resources,
     /// The part of `used` that belongs to gang members (muster's own pods; the rest is foreign).
     pub managed: Resources,
+    /// `managed` by queue (queues with members bound here only): draining a head asks what its own queue runs
+    /// on every node, which would otherwise mean walking every pod of the queue.
+    pub(crate) managed_by_queue: Vec<(QueueId, Resources)>,
     /// Gang slots and elastic claims.
     pub reserved: Resources,
     /// Capacity held back for blocked gangs (draining or reclaiming); rebuilt every admission cycle.
@@ -121,6 +126,10 @@ pub struct Node {
     pub unreleased: Resources,
     /// What-if capacity during reclaim planning only; always zero outside it.
     pub bonus: Resources,
+    /// What a gang could use here if every muster-managed pod, slot and hold were gone (allocatable less foreign
+    /// pods and unreleased capacity), as last published by `touch_node`: when it changes anywhere, verdicts of
+    /// the form "could it ever fit?" must be recomputed ([`Cluster::static_epoch`]).
+    pub(crate) static_available: Resources,
     pub pods: Vec<PodId>,
 }
 
@@ -134,6 +143,35 @@ impl Node {
     #[inline]
     pub fn available(&self) -> Resources {
         self.free().saturating_sub(&self.held).saturating_add(&self.bonus)
+    }
+    /// What a gang could use here if every muster-managed pod, slot and hold were gone: `available()` with
+    /// managed usage, reservations and holds given back (the never-fits check packs against this).
+    #[inline]
+    pub fn available_without_managed(&self) -> Resources {
+        self.free()
+            .saturating_sub(&self.held)
+            .saturating_add(&self.managed.saturating_add(&self.reserved).saturating_add(&self.held))
+    }
+    /// What members of queue `q` bound here request.
+    pub fn managed_of(&self, q: QueueId) -> Resources {
+        self.managed_by_queue.iter().find(|(id, _)| *id == q).map(|(_, r)| *r).unwrap_or_default()
+    }
+    fn add_managed(&mut self, q: QueueId, r: &Resources) {
+        self.managed = self.managed.saturating_add(r);
+        match self.managed_by_queue.iter_mut().find(|(id, _)| *id == q) {
+            Some((_, total)) => *total = total.saturating_add(r),
+            None => self.managed_by_queue.push((q, *r)),
+        }
+    }
+    fn sub_managed(&mut self, q: QueueId, r: &Resources) {
+        self.managed = self.managed.saturating_sub(r);
+        if let Some(i) = self.managed_by_queue.iter().position(|(id, _)| *id == q) {
+            let total = &mut self.managed_by_queue[i].1;
+            *total = total.saturating_sub(r);
+            if total.is_zero() {
+                self.managed_by_queue.swap_remove(i);
+            }
+        }
     }
     pub fn facts(&self) -> NodeFacts<'_> {
         NodeFacts {
@@ -240,29 +278,29 @@ pub struct Slot {
 pub enum WaitReason {
     QueueClosed,
     QueueCapability {
-        detail: String,
+        detail: Arc<str>,
     },
     GuaranteeOfOtherQueues {
-        detail: String,
+        detail: Arc<str>,
     },
     OverDeserved {
-        detail: String,
+        detail: Arc<str>,
     },
     Insufficient {
-        detail: String,
+        detail: Arc<str>,
     },
     /// Cannot fit even if every muster-managed pod were gone: waiting will not help.
     NeverFits {
-        detail: String,
+        detail: Arc<str>,
     },
     Draining {
-        detail: String,
+        detail: Arc<str>,
     },
     Reclaiming {
-        detail: String,
+        detail: Arc<str>,
     },
     BehindHead {
-        head: String,
+        head: Arc<str>,
     },
 }
 
@@ -301,6 +339,18 @@ impl WaitReason {
     }
 }
 
+/// Whether a gang's missing members could fit with every muster-managed pod gone, and the inputs of that
+/// verdict: it depends only on them, so while they are unchanged the packing over every node is not redone.
+#[derive(Debug, Clone)]
+pub(crate) struct StaticVerdict {
+    /// [`Cluster::static_epoch`] when it was computed.
+    pub epoch: u64,
+    pub demands: Vec<Demand>,
+    pub budget: u64,
+    /// `Some` when the gang never fits.
+    pub never_fits: Option<WaitReason>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Gang {
     pub spec: GangSpec,
@@ -326,6 +376,8 @@ pub struct Gang {
     pub reason: Option<WaitReason>,
     /// Capacity epoch of the last failed packing attempt: no retry until capacity grew.
     pub tried_epoch: Option<u64>,
+    /// The last never-fits verdict and what it was computed from; reused while neither changed.
+    pub(crate) static_verdict: Option<StaticVerdict>,
     /// Capacity held for this gang while it is the head of its queue and waits (draining or reclaiming):
     /// others may not use it; the gang itself may. Re-applied at the start of every cycle.
     pub hold: Vec<(NodeId, Resources)>,
@@ -354,9 +406,18 @@ impl Gang {
         missing
     }
 
-    pub fn missing_total(&self) -> u32 {
-        // Without allocating: the admission cycle asks this of every gang.
-        let mut missing = [0u32; 64];
+    /// `f(template, missing)` for every template, without allocating for the common small gang: the admission
+    /// cycle asks this of every gang, every cycle.
+    fn for_each_missing(&self, mut f: impl FnMut(usize, u32)) {
+        const SMALL: usize = 8;
+        let n = self.spec.templates.len();
+        if n > SMALL {
+            for (t, m) in self.missing().into_iter().enumerate() {
+                f(t, m);
+            }
+            return;
+        }
+        let mut missing = [0u32; SMALL];
         let held = self.bound_min.iter().zip(&self.completed);
         for (m, (t, (b, c))) in missing.iter_mut().zip(self.spec.templates.iter().zip(held)) {
             *m = t.min.saturating_sub(b + c);
@@ -364,15 +425,24 @@ impl Gang {
         for s in &self.slots {
             missing[s.template as usize] = missing[s.template as usize].saturating_sub(1);
         }
-        missing.iter().sum()
+        for (t, m) in missing[..n].iter().enumerate() {
+            f(t, *m);
+        }
+    }
+
+    pub fn missing_total(&self) -> u32 {
+        let mut total = 0;
+        self.for_each_missing(|_, m| total += m);
+        total
     }
 
     /// Resources of the missing minimum members.
     pub fn missing_request(&self) -> Resources {
-        self.missing()
-            .iter()
-            .zip(&self.spec.templates)
-            .fold(Resources::ZERO, |acc, (n, t)| acc.saturating_add(&t.request.times(u64::from(*n))))
+        let mut total = Resources::ZERO;
+        self.for_each_missing(|t, m| {
+            total = total.saturating_add(&self.spec.templates[t].request.times(u64::from(m)));
+        });
+        total
     }
 
     pub fn min_total(&self) -> u32 {
@@ -504,6 +574,10 @@ pub struct Cluster {
     pub(crate) capacity_epoch: u64,
     /// Set by any change an admission cycle should look at.
     pub(crate) dirty: bool,
+    /// Bumped whenever the capacity a gang could use with every muster-managed pod gone changes anywhere (a node
+    /// added, removed or relabelled, foreign usage, unreleased capacity): never-fits verdicts are cached until
+    /// then.
+    pub(crate) static_epoch: u64,
 }
 
 struct Nodes<'a>(&'a Arena<Node>);
@@ -593,7 +667,13 @@ impl Cluster {
     /// Re-publishes a node's available capacity to the index.
     #[inline]
     pub(crate) fn touch_node(&mut self, id: NodeId) {
-        let available = self.nodes.get(id.0).expect("live node").available();
+        let node = self.nodes.get_mut(id.0).expect("live node");
+        let available = node.available();
+        let without_managed = node.available_without_managed();
+        if without_managed != node.static_available {
+            node.static_available = without_managed;
+            self.static_epoch += 1;
+        }
         self.index.update(id.0, available);
     }
 
@@ -609,6 +689,11 @@ impl Cluster {
         &self.index
     }
 
+    /// The queue of a member's gang, if the gang is live.
+    fn member_queue(&self, member: Option<(GangId, u16)>) -> Option<QueueId> {
+        member.and_then(|(g, _)| self.gang(g)).map(|g| g.spec.queue)
+    }
+
     pub(crate) fn capacity_grew(&mut self) {
         self.capacity_epoch += 1;
         self.dirty = true;
@@ -622,19 +707,23 @@ impl Cluster {
         }
         self.total = self.total.saturating_add(&spec.allocatable);
         let name = spec.name.clone();
+        let static_available = spec.allocatable;
         let id = NodeId(self.nodes.insert(Node {
             spec,
             used: Resources::ZERO,
             terminating: Resources::ZERO,
             managed: Resources::ZERO,
+            managed_by_queue: Vec::new(),
             reserved: Resources::ZERO,
             held: Resources::ZERO,
             unreleased: Resources::ZERO,
             bonus: Resources::ZERO,
+            static_available,
             pods: Vec::new(),
         }));
         self.node_by_name.insert(name, id);
         self.index.invalidate();
+        self.static_epoch += 1;
         self.capacity_grew();
         Ok(id)
     }
@@ -654,7 +743,9 @@ impl Cluster {
         node.spec.taints = spec.taints;
         node.spec.unschedulable = spec.unschedulable;
         if constraints_changed {
+            node.static_available = node.available_without_managed();
             self.index.invalidate();
+            self.static_epoch += 1;
         } else {
             self.touch_node(id);
         }
@@ -666,6 +757,7 @@ impl Cluster {
     /// the next admission cycle re-places them ([`crate::core::admission`] repairs admitted gangs first).
     pub fn remove_node(&mut self, id: NodeId) -> Result<(), CoreError> {
         let node = self.nodes.remove(id.0).ok_or(CoreError::Unknown { kind: "node", id: id.0 })?;
+        self.static_epoch += 1;
         self.node_by_name.remove(&node.spec.name);
         self.total = self.total.saturating_sub(&node.spec.allocatable);
         for pod_id in node.pods {
@@ -806,6 +898,7 @@ impl Cluster {
             waiting_since: None,
             reason: None,
             tried_epoch: None,
+            static_verdict: None,
             hold: Vec::new(),
             recorded: Vec::new(),
             unreleased: Vec::new(),
@@ -903,9 +996,14 @@ impl Cluster {
             if bound_as_member {
                 q.allocated = q.allocated.saturating_sub(&request);
                 if let Some(n) = node.and_then(|n| self.nodes.get_mut(n.0)) {
-                    n.managed = n.managed.saturating_sub(&request);
+                    n.sub_managed(gang.spec.queue, &request);
+                }
+                // Its capacity no longer counts as muster's to give back (never-fits verdicts change).
+                if let Some(n) = node {
+                    self.touch_node(n);
                 }
             }
+            let q = self.queues.get_mut(gang.spec.queue.0).expect("live queue");
             if let Some(node) = elastic_claim {
                 q.allocated = q.allocated.saturating_sub(&request);
                 let n = self.node_mut(node);
@@ -1168,6 +1266,7 @@ impl Cluster {
                 self.consume_slot(gang, template, id, node, &request)
             }
         };
+        let queue = self.member_queue(member);
         let pod = self.pod_mut(id);
         pod.claim = None;
         pod.node = Some(node);
@@ -1180,7 +1279,7 @@ impl Cluster {
             n.terminating = n.terminating.saturating_add(&request);
         }
         if role != PodRole::Foreign {
-            n.managed = n.managed.saturating_add(&request);
+            n.add_managed(queue.expect("a member's gang is live"), &request);
         }
         n.pods.push(id);
         self.touch_node(node);
@@ -1263,11 +1362,14 @@ impl Cluster {
             self.forget_claim(id);
         }
         if let Some(node) = node {
+            let queue = self.member_queue(member);
             let n = self.node_mut(node);
             n.terminating = n.terminating.saturating_add(&request);
             if role != PodRole::Foreign {
-                n.managed = n.managed.saturating_sub(&request);
+                n.sub_managed(queue.expect("a member's gang is live"), &request);
             }
+            // Its capacity no longer counts as muster's to give back (never-fits verdicts change).
+            self.touch_node(node);
         }
         if let (Some(_), Some((gang, template))) = (node, member) {
             self.unbind_member(gang, template, role, &request);
@@ -1314,10 +1416,11 @@ impl Cluster {
             }
         };
         self.pod_mut(id).role = role;
+        let queue = self.member_queue(self.pods.get(id.0).and_then(|p| p.spec.member));
         let n = self.node_mut(node);
         n.terminating = n.terminating.saturating_sub(&request);
         if role != PodRole::Foreign {
-            n.managed = n.managed.saturating_add(&request);
+            n.add_managed(queue.expect("a member's gang is live"), &request);
         }
         self.touch_node(node);
         // The reclaim that counted on this capacity must be planned again: gangs that failed may retry.
@@ -1385,13 +1488,14 @@ impl Cluster {
             None => {}
         }
         if let Some(node) = pod.node {
+            let queue = self.member_queue(member);
             let n = self.node_mut(node);
             n.used = n.used.saturating_sub(&request);
             if pod.terminating {
                 n.terminating = n.terminating.saturating_sub(&request);
             }
             if pod.role != PodRole::Foreign {
-                n.managed = n.managed.saturating_sub(&request);
+                n.sub_managed(queue.expect("a member's gang is live"), &request);
             }
             n.pods.retain(|p| *p != id);
             self.touch_node(node);

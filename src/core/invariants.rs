@@ -86,6 +86,13 @@ impl Cluster {
                     ));
                 }
             }
+            let by_queue = n.managed_by_queue.iter().fold(Resources::ZERO, |acc, (_, r)| acc.saturating_add(r));
+            if by_queue != n.managed || n.managed_by_queue.iter().any(|(_, r)| r.is_zero()) {
+                return Err(format!(
+                    "node {}: managed {:?} but by queue {:?}",
+                    n.spec.name, n.managed, n.managed_by_queue
+                ));
+            }
             if n.used != used[id.index()] || n.reserved != reserved[id.index()] || n.managed != managed[id.index()] {
                 return Err(format!(
                     "node {}: used {:?}/{:?} reserved {:?}/{:?} managed {:?}/{:?} (recorded/recomputed)",

@@ -18,7 +18,7 @@ use super::index::ClassId;
 use super::resources::Resources;
 
 /// Members of one template still to place.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demand {
     pub template: u16,
     pub class: ClassId,

@@ -137,6 +137,10 @@ struct World {
     done: usize,
     /// Applications waiting with their executors requested: the only ones that can be partially started.
     requesting: BTreeSet<usize>,
+    /// Applications not yet due, latest first (popped as the clock reaches them), and those due and not done:
+    /// samples walk only the latter.
+    not_due: Vec<usize>,
+    due: BTreeSet<usize>,
     /// Reverse lookups of ids the core hands back.
     app_of_gang: HashMap<GangId, usize>,
     pod_of_core: HashMap<PodId, usize>,
@@ -336,6 +340,8 @@ impl World {
             capacity_version: 0,
             done: 0,
             requesting: BTreeSet::new(),
+            not_due: Vec::new(),
+            due: BTreeSet::new(),
             app_of_gang: HashMap::new(),
             pod_of_core: HashMap::new(),
             node_of_core,
@@ -356,6 +362,8 @@ impl World {
     }
 
     fn run(&mut self, s: &Scenario) {
+        self.not_due = (0..self.apps.len()).collect();
+        self.not_due.sort_by_key(|&a| Reverse(self.apps[a].def.at.0));
         for i in 0..self.apps.len() {
             let at = self.apps[i].def.at.0;
             self.last_arrival = self.last_arrival.max(at);
@@ -834,14 +842,19 @@ impl World {
         }
     }
 
-    fn queue_usage(&self) -> (Vec<Resources>, Vec<Resources>) {
+    fn queue_usage(&mut self) -> (Vec<Resources>, Vec<Resources>) {
+        while let Some(&a) = self.not_due.last()
+            && self.apps[a].def.at.0 <= self.now
+        {
+            self.not_due.pop();
+            self.due.insert(a);
+        }
+        // Done stays done (a resubmission is a new attempt of a Restarting application, never of a Done one).
+        self.due.retain(|&a| self.apps[a].state != AppState::Done);
         let nq = self.queue_names.len();
         let mut allocated = vec![Resources::ZERO; nq];
         let mut pending = vec![Resources::ZERO; nq];
-        for app in &self.apps {
-            if matches!(app.state, AppState::Done) || app.def.at.0 > self.now {
-                continue;
-            }
+        for app in self.due.iter().map(|&a| &self.apps[a]) {
             let mut bound_exec = 0;
             let mut has_driver = false;
             for &p in &app.pods {
