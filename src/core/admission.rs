@@ -23,7 +23,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::cluster::{Cluster, GangId, GangPhase, Millis, NodeId, PodId, Policy, QueueId, StaticVerdict, WaitReason};
+use super::cluster::{
+    Cluster, GangId, GangPhase, GangSpec, Millis, NodeId, PodId, Policy, QueueId, StaticVerdict, WaitReason,
+};
 use super::fairshare::{ShareInput, deserved_shares};
 use super::pack::{Demand, PackFailure, Placed};
 use super::resources::{Resources, SLOTS};
@@ -217,19 +219,22 @@ impl Cluster {
 
     /// Per queue, its waiting gangs in admission order: priority (high first), age, name.
     fn queue_lines(&self) -> HashMap<QueueId, Vec<GangId>> {
-        let mut lines: HashMap<QueueId, Vec<GangId>> = HashMap::new();
+        // Sort keys are gathered once rather than looked up per comparison (this runs every cycle).
+        let mut keyed: HashMap<QueueId, Vec<(GangId, &GangSpec)>> = HashMap::new();
         for (id, g) in self.gangs() {
             if g.phase == GangPhase::Pending && g.missing_total() > 0 {
-                lines.entry(g.spec.queue).or_default().push(id);
+                keyed.entry(g.spec.queue).or_default().push((id, &g.spec));
             }
         }
-        for line in lines.values_mut() {
-            line.sort_by(|a, b| {
-                let (a, b) = (&self.gang(*a).expect("live").spec, &self.gang(*b).expect("live").spec);
-                b.priority.cmp(&a.priority).then(a.created.cmp(&b.created)).then(a.name.cmp(&b.name))
-            });
-        }
-        lines
+        keyed
+            .into_iter()
+            .map(|(q, mut line)| {
+                line.sort_by(|(_, a), (_, b)| {
+                    b.priority.cmp(&a.priority).then(a.created.cmp(&b.created)).then(a.name.cmp(&b.name))
+                });
+                (q, line.into_iter().map(|(id, _)| id).collect())
+            })
+            .collect()
     }
 
     /// The queue with the lowest share among those with gangs left to offer; ties by name.
@@ -509,32 +514,34 @@ impl Cluster {
     fn compute_deserved(&mut self, warnings: &mut Vec<String>) {
         let ids: Vec<QueueId> = self.queues().map(|(id, _)| id).collect();
         let position: HashMap<QueueId, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let mut pending: HashMap<QueueId, Resources> = HashMap::new();
+        // Dense by queue index: this runs over every gang, every cycle.
+        let mut pending: Vec<Resources> = vec![Resources::ZERO; self.queues.capacity()];
         for (_, g) in self.gangs() {
-            let mut want = if g.phase == GangPhase::Pending { g.missing_request() } else { Resources::ZERO };
-            if g.unbound == 0 {
-                let e = pending.entry(g.spec.queue).or_default();
-                *e = e.saturating_add(&want);
-                continue;
+            let pending_phase = g.phase == GangPhase::Pending;
+            if !pending_phase && g.unbound == 0 {
+                continue; // asks for nothing more
             }
-            // Elastic members asking for room (pending, not directed to a slot) are demand too.
-            let mut free_slots: Vec<u32> = vec![0; g.spec.templates.len()];
-            for s in &g.slots {
-                free_slots[s.template as usize] += u32::from(s.claim.is_none());
-            }
-            for p in &g.pods {
-                let Some(pod) = self.pod(*p) else { continue };
-                if pod.node.is_some() || pod.claim.is_some() {
-                    continue;
+            let mut want = if pending_phase { g.missing_request() } else { Resources::ZERO };
+            if g.unbound > 0 {
+                // Elastic members asking for room (pending, not directed to a slot) are demand too.
+                let mut free_slots: Vec<u32> = vec![0; g.spec.templates.len()];
+                for s in &g.slots {
+                    free_slots[s.template as usize] += u32::from(s.claim.is_none());
                 }
-                let t = pod.spec.member.expect("gang pods are members").1 as usize;
-                if free_slots[t] > 0 {
-                    free_slots[t] -= 1;
-                } else if g.phase != GangPhase::Pending {
-                    want = want.saturating_add(&pod.spec.request);
+                for p in &g.pods {
+                    let Some(pod) = self.pod(*p) else { continue };
+                    if pod.node.is_some() || pod.claim.is_some() {
+                        continue;
+                    }
+                    let t = pod.spec.member.expect("gang pods are members").1 as usize;
+                    if free_slots[t] > 0 {
+                        free_slots[t] -= 1;
+                    } else if !pending_phase {
+                        want = want.saturating_add(&pod.spec.request);
+                    }
                 }
             }
-            let e = pending.entry(g.spec.queue).or_default();
+            let e = &mut pending[g.spec.queue.index()];
             *e = e.saturating_add(&want);
         }
         let inputs: Vec<ShareInput> = ids
@@ -553,7 +560,7 @@ impl Cluster {
                     weight: q.spec.weight,
                     capability: q.spec.capability,
                     guarantee: q.spec.guarantee,
-                    request: q.allocated.saturating_add(&pending.get(id).copied().unwrap_or_default()),
+                    request: q.allocated.saturating_add(&pending[id.index()]),
                     parent,
                 }
             })
