@@ -357,6 +357,38 @@ fn elastic_members_use_free_capacity_within_the_maximum() {
 }
 
 #[test]
+fn an_elastic_member_goes_to_its_preferred_node_whenever_that_node_is_offered() {
+    // Nodes of different sizes, some partly used by foreign pods: the tightest fit is not the first node.
+    let mut c = Cluster::new();
+    let sizes = [(8000, 32), (4000, 16), (16_000, 64), (4000, 16), (8000, 32)];
+    let nodes: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, (cpu, mem))| c.add_node(node(&format!("n{i}"), *cpu, mem * GI)).unwrap())
+        .collect();
+    c.add_pod(PodSpec { name: "f".into(), request: request(2500, GI), member: None, priority: 0 }, Some(nodes[1]), 0)
+        .unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let g = c.add_gang(gang("app", q, 0, vec![template("exec", 1000, GI, 1, 8)])).unwrap();
+    c.run_cycle(0, &policy());
+    start_members(&mut c, g, 0);
+    for i in 0..6 {
+        let e = c
+            .add_pod(
+                PodSpec { name: format!("e{i}"), request: request(1000, GI), member: Some((g, 0)), priority: 0 },
+                None,
+                1,
+            )
+            .unwrap();
+        let preferred = c.elastic_preference(e).expect("room for an elastic member");
+        // Offered with any other nodes (here: all but one of the rest), it is still the one chosen.
+        let others: Vec<_> = nodes.iter().copied().filter(|n| *n != preferred).skip(i % 2).collect();
+        let offered = NodeSet::new(others.into_iter().chain([preferred]).collect::<Vec<_>>());
+        assert_eq!(c.place(e, &offered, 1).unwrap(), preferred, "member {i}");
+    }
+}
+
+#[test]
 fn preemption_never_breaks_a_gang_below_its_minimum() {
     let mut c = Cluster::new();
     c.add_node(node("n", 8000, 32 * GI)).unwrap();

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use super::cluster::{Claim, Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole};
+use super::index::ClassId;
 use super::resources::Resources;
 
 /// A set of node ids (the nodes offered in one extender call).
@@ -99,6 +100,44 @@ impl Cluster {
             return None;
         }
         gang.slots.iter().find(|s| s.template == template && s.claim.is_none()).map(|s| s.node)
+    }
+
+    /// The node [`Cluster::place`] would choose for a pending elastic member (no claim, no free slot of its
+    /// template) if every node were offered. Tightest fit is a minimum over the offered nodes that fit, so
+    /// whenever this node is among those offered, `place` chooses it: a caller that knows this node passes its
+    /// own filters may offer it alone instead of filtering every node.
+    pub fn elastic_preference(&mut self, id: PodId) -> Option<NodeId> {
+        let pod = self.pod(id)?;
+        let (Some((gang_id, template)), None, None) = (pod.spec.member, pod.node, pod.claim) else { return None };
+        let request = pod.spec.request;
+        let gang = self.gang(gang_id)?;
+        if !matches!(gang.phase, GangPhase::Admitted | GangPhase::Running)
+            || gang.slots.iter().any(|s| s.template == template && s.claim.is_none())
+            || self.elastic_refusal(gang_id, template, &request).is_some()
+        {
+            return None;
+        }
+        let class = gang.classes[template as usize];
+        self.refresh_index();
+        self.tightest_fit(class, &request, self.nodes().map(|(id, _)| id))
+    }
+
+    /// Among `candidates`, the node of `class` with room for `request` that it leaves least room on (elastic
+    /// members pack onto busy nodes and leave whole nodes for gangs); ties by node id.
+    fn tightest_fit(
+        &self,
+        class: ClassId,
+        request: &Resources,
+        candidates: impl Iterator<Item = NodeId>,
+    ) -> Option<NodeId> {
+        candidates
+            .filter(|&n| {
+                self.index().contains(class, n.0) && self.node(n).is_some_and(|node| request.fits_in(&node.available()))
+            })
+            .min_by_key(|&n| {
+                let left = self.node(n).expect("live").available().saturating_sub(request);
+                (left.get(super::resources::CPU), left.get(super::resources::MEMORY), n)
+            })
     }
 
     /// Why one more elastic member of `template` may not be placed anywhere, if it may not: the template is at
@@ -234,12 +273,7 @@ impl Cluster {
             return Err(refusal);
         }
         self.refresh_index();
-        // Tightest fit first: elastic members pack onto busy nodes and leave whole nodes for gangs.
-        let best = offered.iter().filter(|&n| fits(self, n)).min_by_key(|&n| {
-            let left = self.node(n).expect("live").available().saturating_sub(&request);
-            (left.get(super::resources::CPU), left.get(super::resources::MEMORY), n)
-        });
-        let Some(node) = best else {
+        let Some(node) = self.tightest_fit(class, &request, offered.iter()) else {
             return Err(Refusal::NoRoom { gang: name, detail: "no free capacity for an elastic member".into() });
         };
         self.set_claim(id, Claim::Elastic { node, at: now });

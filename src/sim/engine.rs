@@ -738,7 +738,12 @@ impl World {
         // kube-scheduler's own filters (constraints, resources it sees) narrow the nodes it offers muster. When
         // the node muster directs the pod to passes them, offering only that node gets the same answer as
         // offering all (muster takes its directed node whenever it is offered), without filtering every node.
-        let directed = self.core.directed_node(core_pod).and_then(|n| self.node_of_core.get(n.index()).copied());
+        // An elastic member goes to the tightest node that fits; the same argument applies to that node.
+        let directed = self
+            .core
+            .directed_node(core_pod)
+            .or_else(|| self.core.elastic_preference(core_pod))
+            .and_then(|n| self.node_of_core.get(n.index()).copied());
         let offered = match directed {
             Some(n) if self.feasible(p, n) => NodeSet::new([self.core_nodes[n]]),
             _ => NodeSet::new((0..self.nodes.len()).filter(|&n| self.feasible(p, n)).map(|n| self.core_nodes[n])),
