@@ -239,6 +239,12 @@ pub async fn run(
             Some(joined) = workers.join_next() => {
                 let (key, mut job, verdict) = match joined {
                     Ok(done) => done,
+                    // The runtime is shutting down and cancelled the worker: so is this task; the write is
+                    // re-derived from the cluster by whoever runs next.
+                    Err(e) if e.is_cancelled() => {
+                        debug!(error = %e, "actuator worker cancelled at shutdown");
+                        return;
+                    }
                     Err(e) => {
                         // A worker panicked: a bug, so the process must restart rather than limp on.
                         panic!("an actuator worker failed: {e}");
