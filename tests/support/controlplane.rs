@@ -123,6 +123,7 @@ impl ControlPlaneBuilder {
                     users: self.users,
                     kubeconfigs,
                     schedulers_started: 0,
+                    scheduler_ports: Vec::new(),
                     apiserver_args,
                     apiserver_starts: 1,
                     apiserver_stopped: false,
@@ -209,6 +210,8 @@ pub struct ControlPlane {
     users: Vec<StaticUser>,
     kubeconfigs: Vec<PathBuf>,
     schedulers_started: usize,
+    /// The loopback port of each kube-scheduler that started, in start order (`[0]` is `kube-scheduler-1`).
+    scheduler_ports: Vec<u16>,
     /// kube-apiserver's arguments (ports, certificates, token file, etcd), for [`ControlPlane::start_apiserver`].
     apiserver_args: Vec<OsString>,
     /// How many kube-apiserver processes were started (1 + restarts): names each one's log file.
@@ -274,9 +277,9 @@ impl ControlPlane {
     /// Starts a kube-scheduler with the given KubeSchedulerConfiguration (YAML) and waits until it has synced
     /// its informers. When the configuration leaves them out, the fixture fills in `clientConnection.kubeconfig`
     /// (acting as [`SCHEDULER_USER`]) and `leaderElection.leaderElect: false`. Several schedulers may run at
-    /// once (for example one per profile). The scheduler listens on a loopback port only for its /readyz:
-    /// without it (`--secure-port=0`) nothing tells when it is ready, and a bad configuration would show up only
-    /// as pods that never bind.
+    /// once (for example one per profile). The scheduler listens on a loopback port for its /readyz (without it,
+    /// `--secure-port=0`, nothing tells when it is ready, and a bad configuration would show up only as pods that
+    /// never bind) and its /metrics ([`ControlPlane::scheduler_metrics`]), both open without credentials.
     pub async fn start_scheduler(&mut self, config_yaml: &str) {
         let config = complete_scheduler_config(config_yaml, self.kubeconfig_for_user(SCHEDULER_USER));
         self.schedulers_started += 1;
@@ -290,11 +293,15 @@ impl ControlPlane {
             command
                 .arg(format!("--config={}", config_path.display()))
                 .arg("--bind-address=127.0.0.1")
-                .arg(format!("--secure-port={port}"));
+                .arg(format!("--secure-port={port}"))
+                // No authorization kubeconfig is given, so every path not listed here is forbidden; the default
+                // list plus /metrics, which benchmarks read (the port is loopback only).
+                .arg("--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics");
             let mut scheduler = vec![ManagedProcess::spawn(&name, command, self.dir())];
             let probe = unauthenticated_client(&format!("https://127.0.0.1:{port}"));
             let Err(failure) = wait_until_ready(&probe, &mut scheduler, SCHEDULER_READY_TIMEOUT).await else {
                 self.processes.append(&mut scheduler);
+                self.scheduler_ports.push(port);
                 return;
             };
             let port_taken = scheduler[0].log().contains("address already in use");
@@ -305,6 +312,18 @@ impl ControlPlane {
             }
             stop_all(&mut scheduler, Duration::ZERO);
         }
+    }
+
+    /// The Prometheus text of the `n`-th kube-scheduler started (1-based, as its log and configuration files are
+    /// named: `kube-scheduler-<n>`), e.g. `scheduler_schedule_attempts_total`. Panics if it does not answer.
+    pub async fn scheduler_metrics(&self, n: usize) -> String {
+        let port = *self
+            .scheduler_ports
+            .get(n.wrapping_sub(1))
+            .unwrap_or_else(|| panic!("no kube-scheduler-{n}: {} started", self.scheduler_ports.len()));
+        let client = unauthenticated_client(&format!("https://127.0.0.1:{port}"));
+        let request = http::Request::get("/metrics").body(Vec::new()).expect("a constant request is valid");
+        client.request_text(request).await.unwrap_or_else(|e| panic!("GET /metrics from kube-scheduler-{n}: {e}"))
     }
 
     /// Kills kube-apiserver (SIGKILL, no graceful shutdown: a crash or a lost machine) and starts it again with
