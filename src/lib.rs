@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod core;
+pub mod duration;
 pub mod extender;
 pub mod index;
 pub mod metrics;

@@ -5,10 +5,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::core::GangPhase;
-use crate::core::quantity::{Unit, format_amount};
-use crate::index::Index;
-
 pub struct Metrics {
     registry: Registry,
     pub queue_deserved: GaugeVec,
@@ -133,44 +129,9 @@ impl Metrics {
         m
     }
 
-    /// Refreshes the gauges that mirror the model.
-    pub fn observe(&self, index: &Index) {
-        let core = &index.core;
-        self.queue_deserved.reset();
-        self.queue_allocated.reset();
-        self.queue_pending_gangs.reset();
-        for (_, q) in core.queues() {
-            for slot in 0..core.resources.len() {
-                let name = core.resources.name(slot);
-                let value = |v: u64| if Unit::for_resource(name) == Unit::Milli { v as f64 / 1000.0 } else { v as f64 };
-                if q.deserved.get(slot) != 0 {
-                    self.queue_deserved.with_label_values(&[&q.spec.name, name]).set(value(q.deserved.get(slot)));
-                }
-                if q.allocated.get(slot) != 0 {
-                    self.queue_allocated.with_label_values(&[&q.spec.name, name]).set(value(q.allocated.get(slot)));
-                }
-            }
-            let pending = q
-                .gangs
-                .iter()
-                .filter(|g| core.gang(**g).is_some_and(|g| matches!(g.phase, GangPhase::Pending | GangPhase::Expired)))
-                .count();
-            self.queue_pending_gangs.with_label_values(&[&q.spec.name]).set(pending as i64);
-        }
-        self.reservations.set(core.gangs().map(|(_, g)| g.slots.len() as i64).sum());
-        for (kind, n) in index.cache_sizes() {
-            self.cache_objects.with_label_values(&[kind]).set(n as i64);
-        }
-    }
-
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
-}
-
-/// A quantity for humans in /state (cpu in cores or millicores, bytes in binary units).
-pub fn render_amount(name: &str, amount: u64) -> String {
-    format_amount(amount, Unit::for_resource(name))
 }

@@ -12,11 +12,11 @@ use tracing::{error, info, warn};
 use crate::controller::leader::{self, LeaderConfig};
 use crate::controller::{self, ActuatorConfig, AdmissionConfig};
 use crate::core::Policy;
+use crate::duration::HumanDuration;
 use crate::extender::server::Extender;
 use crate::index::{Index, IndexConfig};
 use crate::metrics::Metrics;
 use crate::plan::{Health, Plans};
-use crate::sim::scenario::Duration;
 
 /// Flags of `muster serve`; each overrides the same field of the `--config` file.
 #[derive(Debug, clap::Args)]
@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// Address of the extender, metrics, health and state endpoints.
     #[arg(long, env = "MUSTER_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Prefix of the extender verbs (POST <prefix>/filter, /prioritize, /bind, /preempt).
+    /// Prefix of the extender verbs (`POST <prefix>/filter`, `/prioritize`, `/bind`, `/preempt`).
     #[arg(long, env = "MUSTER_URL_PREFIX")]
     pub url_prefix: Option<String>,
     /// Pods with this spec.schedulerName are muster's.
@@ -52,13 +52,13 @@ pub struct ServeConfig {
     pub default_queue: String,
     pub listen: SocketAddr,
     pub url_prefix: String,
-    pub cycle_interval: Duration,
-    pub status_interval: Duration,
+    pub cycle_interval: HumanDuration,
+    pub status_interval: HumanDuration,
     /// A refused eviction (a PodDisruptionBudget's 429, a 5xx) is retried this long, then given up: the victim
     /// counts as running again and the next cycle re-plans reclaim.
-    pub eviction_timeout: Duration,
+    pub eviction_timeout: HumanDuration,
     /// `/readyz` fails while a watch has been failing for longer than this.
-    pub watch_stale_after: Duration,
+    pub watch_stale_after: HumanDuration,
     pub leader_election: LeaderElectionConfig,
     pub policy: PolicyConfig,
 }
@@ -70,9 +70,9 @@ pub struct LeaderElectionConfig {
     pub lease_name: String,
     /// Default: the pod's namespace ($POD_NAMESPACE), else "default".
     pub lease_namespace: String,
-    pub lease_duration: Duration,
+    pub lease_duration: HumanDuration,
     /// The leader renews its Lease this long before it would expire.
-    pub renew_grace: Duration,
+    pub renew_grace: HumanDuration,
 }
 
 impl Default for LeaderElectionConfig {
@@ -81,8 +81,8 @@ impl Default for LeaderElectionConfig {
             enabled: false,
             lease_name: "muster".into(),
             lease_namespace: String::new(),
-            lease_duration: Duration(15_000),
-            renew_grace: Duration(5_000),
+            lease_duration: HumanDuration(15_000),
+            renew_grace: HumanDuration(5_000),
         }
     }
 }
@@ -91,10 +91,10 @@ impl Default for LeaderElectionConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct PolicyConfig {
     #[serde(rename = "claimTTL")]
-    pub claim_ttl: Duration,
-    pub reservation_timeout: Duration,
-    pub drain_after: Duration,
-    pub min_runtime: Duration,
+    pub claim_ttl: HumanDuration,
+    pub reservation_timeout: HumanDuration,
+    pub drain_after: HumanDuration,
+    pub min_runtime: HumanDuration,
 }
 
 impl Default for ServeConfig {
@@ -104,10 +104,10 @@ impl Default for ServeConfig {
             default_queue: "default".into(),
             listen: "0.0.0.0:8888".parse().expect("valid address"),
             url_prefix: "/muster".into(),
-            cycle_interval: Duration(1_000),
-            status_interval: Duration(2_000),
-            eviction_timeout: Duration(60_000),
-            watch_stale_after: Duration(30_000),
+            cycle_interval: HumanDuration(1_000),
+            status_interval: HumanDuration(2_000),
+            eviction_timeout: HumanDuration(60_000),
+            watch_stale_after: HumanDuration(30_000),
             leader_election: LeaderElectionConfig::default(),
             policy: PolicyConfig::default(),
         }
@@ -118,10 +118,10 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         let p = Policy::default();
         PolicyConfig {
-            claim_ttl: Duration(p.claim_ttl),
-            reservation_timeout: Duration(p.reservation_timeout),
-            drain_after: Duration(p.drain_after),
-            min_runtime: Duration(p.min_runtime),
+            claim_ttl: HumanDuration(p.claim_ttl),
+            reservation_timeout: HumanDuration(p.reservation_timeout),
+            drain_after: HumanDuration(p.drain_after),
+            min_runtime: HumanDuration(p.min_runtime),
         }
     }
 }
@@ -132,7 +132,7 @@ impl ServeConfig {
         let mut config = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                serde_yaml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))?
+                serde_norway::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))?
             }
             None => ServeConfig::default(),
         };

@@ -68,7 +68,7 @@ fn repo_path(relative: &str) -> PathBuf {
 fn documents(relative: &str) -> Vec<Value> {
     let path = repo_path(relative);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{relative} is not valid YAML: {e}")))
         .filter(|doc| !doc.is_null())
         .collect()
@@ -342,7 +342,7 @@ fn the_shipped_lease_role_grants_exactly_leader_election_on_musters_lease() {
     let docs = deploy_documents();
     let config = config_map_entry(&docs, "muster-config", "muster.yaml");
     let election = &config["leaderElection"];
-    assert_eq!(election["enabled"], serde_yaml::Value::Bool(true), "the shipped configuration elects a leader");
+    assert_eq!(election["enabled"], serde_norway::Value::Bool(true), "the shipped configuration elects a leader");
     let lease_name = election.get("leaseName").and_then(|v| v.as_str()).unwrap_or(DEFAULT_LEASE_NAME);
     assert_eq!(lease_name, LEASE_NAME);
     let deployment: Deployment = typed(&docs, "Deployment", "muster");
@@ -363,25 +363,25 @@ fn config_map_text(docs: &[Value], name: &str, key: &str) -> String {
     config_map.data.unwrap_or_default().remove(key).unwrap_or_else(|| panic!("ConfigMap {name} has no {key}"))
 }
 
-fn config_map_entry(docs: &[Value], name: &str, key: &str) -> serde_yaml::Value {
+fn config_map_entry(docs: &[Value], name: &str, key: &str) -> serde_norway::Value {
     let text = config_map_text(docs, name, key);
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("ConfigMap {name}/{key} is not YAML: {e}"))
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("ConfigMap {name}/{key} is not YAML: {e}"))
 }
 
-fn config_file(relative: &str) -> serde_yaml::Value {
+fn config_file(relative: &str) -> serde_norway::Value {
     let path = repo_path(relative);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
 }
 
-fn yaml(text: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("not YAML: {e}\n{text}"))
+fn yaml(text: &str) -> serde_norway::Value {
+    serde_norway::from_str(text).unwrap_or_else(|e| panic!("not YAML: {e}\n{text}"))
 }
 
 /// `base` with `overlay` merged in: mappings key by key (recursively), anything else replaced.
-fn merged(mut base: serde_yaml::Value, overlay: serde_yaml::Value) -> serde_yaml::Value {
+fn merged(mut base: serde_norway::Value, overlay: serde_norway::Value) -> serde_norway::Value {
     match (base.as_mapping_mut(), overlay) {
-        (Some(base_map), serde_yaml::Value::Mapping(overlay_map)) => {
+        (Some(base_map), serde_norway::Value::Mapping(overlay_map)) => {
             for (key, value) in overlay_map {
                 let merged_value = match base_map.remove(&key) {
                     Some(old) => merged(old, value),
@@ -1075,9 +1075,9 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_gangs_across_a_failover_wit
     let scheduler_kubeconfig = control_plane.kubeconfig_for_user(MUSTER_USER).display().to_string();
     config.as_mapping_mut().expect("a mapping").insert(
         "clientConnection".into(),
-        serde_yaml::to_value(BTreeMap::from([("kubeconfig", scheduler_kubeconfig)])).expect("a mapping serialises"),
+        serde_norway::to_value(BTreeMap::from([("kubeconfig", scheduler_kubeconfig)])).expect("a mapping serialises"),
     );
-    control_plane.start_scheduler(&serde_yaml::to_string(&config).expect("YAML serialises")).await;
+    control_plane.start_scheduler(&serde_norway::to_string(&config).expect("YAML serialises")).await;
 
     let ns = "gang";
     control_plane.create_namespace(ns).await;

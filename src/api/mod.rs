@@ -4,6 +4,7 @@
 //! Field names follow Volcano's Queue and PodGroup wherever the meaning is the same, so a Volcano user can read
 //! them; member templates and the reservations in PodGroup status are muster's own.
 
+pub mod errors;
 pub mod names;
 mod podgroup;
 mod queue;
@@ -23,7 +24,7 @@ pub fn crds_yaml() -> String {
         .iter()
         .map(|crd| {
             // Serialising a CustomResourceDefinition built from our own static types cannot fail.
-            serde_yaml::to_string(crd).expect("a CustomResourceDefinition serialises to YAML")
+            serde_norway::to_string(crd).expect("a CustomResourceDefinition serialises to YAML")
         })
         .collect::<Vec<_>>()
         .join("---\n")
@@ -38,7 +39,7 @@ mod tests {
     use super::*;
 
     fn crds() -> Vec<CustomResourceDefinition> {
-        serde_yaml::Deserializer::from_str(&crds_yaml())
+        serde_norway::Deserializer::from_str(&crds_yaml())
             .map(|doc| CustomResourceDefinition::deserialize(doc).expect("a CRD document"))
             .collect()
     }
@@ -93,7 +94,7 @@ mod tests {
 
     #[test]
     fn a_volcano_style_manifest_reads_with_defaults() {
-        let queue: Queue = serde_yaml::from_str(
+        let queue: Queue = serde_norway::from_str(
             "apiVersion: scheduling.muster.dev/v1alpha1\nkind: Queue\nmetadata: {name: team-a}\n\
              spec: {capability: {cpu: 100, memory: 400Gi}, guarantee: {resource: {cpu: '10'}}}\n",
         )
@@ -102,7 +103,7 @@ mod tests {
         assert_eq!(queue.spec.capability["cpu"].0, "100");
         assert_eq!(queue.spec.guarantee.unwrap().resource["cpu"].0, "10");
 
-        let pg: PodGroup = serde_yaml::from_str(
+        let pg: PodGroup = serde_norway::from_str(
             "apiVersion: scheduling.muster.dev/v1alpha1\nkind: PodGroup\nmetadata: {name: etl, namespace: data}\n\
              spec: {minMember: 3, minResources: {cpu: '3'}, priorityClassName: high}\n",
         )
@@ -113,5 +114,13 @@ mod tests {
         // Empty collections are left out when written, so status patches and manifests stay small.
         let written = serde_json::to_value(&pg.spec).unwrap();
         assert!(written.get("memberTemplates").is_none() && written.get("minTaskMember").is_none());
+    }
+
+    #[test]
+    fn default_specs_are_what_an_empty_spec_deserialises_to() {
+        let queue: QueueSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(queue, QueueSpec::default());
+        let pg: PodGroupSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(pg, PodGroupSpec::default());
     }
 }

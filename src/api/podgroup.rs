@@ -186,6 +186,20 @@ pub struct PodGroupStatus {
     pub placement: Vec<Reservation>,
 }
 
+/// The spec the API server stores for `spec: {}` (the CRD's defaults).
+impl Default for PodGroupSpec {
+    fn default() -> Self {
+        PodGroupSpec {
+            min_member: None,
+            min_resources: BTreeMap::new(),
+            queue: default_queue(),
+            priority_class_name: None,
+            min_task_member: BTreeMap::new(),
+            member_templates: Vec::new(),
+        }
+    }
+}
+
 fn default_queue() -> String {
     DEFAULT_QUEUE.to_string()
 }

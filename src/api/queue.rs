@@ -109,6 +109,20 @@ pub struct QueueStatus {
     pub running: i32,
 }
 
+/// The spec the API server stores for `spec: {}` (the CRD's defaults).
+impl Default for QueueSpec {
+    fn default() -> Self {
+        QueueSpec {
+            weight: default_weight(),
+            capability: BTreeMap::new(),
+            guarantee: None,
+            reclaimable: default_reclaimable(),
+            parent: None,
+            state: QueueState::default(),
+        }
+    }
+}
+
 fn default_weight() -> i32 {
     MIN_WEIGHT
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::api::{PodGroup, Queue, names};
+use crate::api::{PodGroup, Queue, errors, names};
 use crate::core::Millis;
 use crate::index::{GangKey, ObjectRef};
 use crate::metrics::Metrics;
@@ -336,18 +337,12 @@ fn report_done(action: &Action, outcomes: &mpsc::UnboundedSender<Outcome>) {
 }
 
 /// The HTTP status of an API error, if the API server answered.
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
-}
-
 /// Sorts an error: worth retrying (no answer, 429, 5xx) or final (any other 4xx).
 fn classify(e: kube::Error, what: &str) -> Verdict {
-    match code(&e) {
-        None | Some(429) | Some(500..) => Verdict::Retry(format!("{what}: {e}")),
-        Some(_) => Verdict::GiveUp(format!("{what}: {e}")),
+    if errors::is_transient(&e) {
+        Verdict::Retry(format!("{what}: {e}"))
+    } else {
+        Verdict::GiveUp(format!("{what}: {e}"))
     }
 }
 
@@ -362,7 +357,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 .await
             {
                 Ok(_) => Verdict::Done,
-                Err(e) if code(&e) == Some(404) => Verdict::Done, // gone meanwhile
+                Err(e) if errors::is_not_found(&e) => Verdict::Done, // gone meanwhile
                 Err(e) => classify(e, "touching the pod"),
             }
         }
@@ -397,7 +392,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
             match Api::<Pod>::namespaced(client.clone(), namespace).evict(name, &params).await {
                 Ok(_) => Verdict::Done,
                 // Gone, or replaced by another pod of that name: the reason for this eviction is gone.
-                Err(e) if matches!(code(&e), Some(404) | Some(409)) => Verdict::Done,
+                Err(e) if errors::is_not_found(&e) || errors::is_conflict(&e) => Verdict::Done,
                 Err(e) => {
                     let message = match &e {
                         kube::Error::Api(s) => format!("eviction of {namespace}/{name} refused: {}", s.message),
@@ -439,16 +434,16 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
             publish_event(recorder, &event, object, job).await
         }
         Action::CreatePodGroup(pg) => {
-            let ns = pg.metadata.namespace.clone().unwrap_or_default();
+            let ns = pg.namespace().unwrap_or_default();
             match Api::<PodGroup>::namespaced(client.clone(), &ns).create(&PostParams::default(), pg).await {
                 Ok(_) => Verdict::Done,
-                Err(e) if code(&e) == Some(409) => Verdict::Done, // exists already
+                Err(e) if errors::is_conflict(&e) => Verdict::Done, // exists already
                 Err(e) => classify(e, "creating the PodGroup"),
             }
         }
         Action::CreateQueue(q) => match Api::<Queue>::all(client.clone()).create(&PostParams::default(), q).await {
             Ok(_) => Verdict::Done,
-            Err(e) if code(&e) == Some(409) => Verdict::Done,
+            Err(e) if errors::is_conflict(&e) => Verdict::Done,
             Err(e) => classify(e, "creating the Queue"),
         },
         Action::PodGroupStatus { namespace, name, status, .. } => {
@@ -458,7 +453,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 .await
             {
                 Ok(_) => Verdict::Done,
-                Err(e) if code(&e) == Some(404) => Verdict::GiveUp(format!("PodGroup {namespace}/{name} is gone")),
+                Err(e) if errors::is_not_found(&e) => Verdict::GiveUp(format!("PodGroup {namespace}/{name} is gone")),
                 Err(e) => classify(e, "writing PodGroup status"),
             }
         }
@@ -469,7 +464,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 .await
             {
                 Ok(_) => Verdict::Done,
-                Err(e) if code(&e) == Some(404) => Verdict::GiveUp(format!("Queue {name} is gone")),
+                Err(e) if errors::is_not_found(&e) => Verdict::GiveUp(format!("Queue {name} is gone")),
                 Err(e) => classify(e, "writing Queue status"),
             }
         }
@@ -479,7 +474,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
 async fn publish_event(recorder: &Recorder, event: &KubeEvent, object: &ObjectRef, job: &Pending) -> Verdict {
     match recorder.publish(event, &object_reference(object)).await {
         Ok(()) => Verdict::Done,
-        Err(e) if code(&e) == Some(404) => Verdict::Done,
+        Err(e) if errors::is_not_found(&e) => Verdict::Done,
         Err(e) if job.first.elapsed() >= EVENT_GIVE_UP => Verdict::GiveUp(format!("recording an Event: {e}")),
         Err(e) => match classify(e, "recording an Event") {
             Verdict::GiveUp(m) => Verdict::GiveUp(m),

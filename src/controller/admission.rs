@@ -25,8 +25,8 @@ use super::status;
 use super::watch::{KINDS, WatchEvent};
 use crate::api::{PodGroup, Queue};
 use crate::core::{CycleOutcome, GangId, GangPhase, Millis, NodeSet, PodId, Policy};
-use crate::index::{GangKey, Index, ObjectRef, PodEntry, Request};
-use crate::metrics::{Metrics, render_amount};
+use crate::index::{ClusterWrite, GangKey, Index, ObjectRef, PodEntry};
+use crate::metrics::Metrics;
 use crate::plan::{Feedback, GangState, Plans, PodPlan, QueueState, ReservationState, StateSnapshot};
 
 /// An input of the admission task.
@@ -426,11 +426,11 @@ impl AdmissionTask {
 
     /// Passes on what the index asks to be done in the cluster.
     fn forward_requests(&mut self) {
-        for r in self.index.take_requests() {
+        for r in self.index.take_writes() {
             self.act(match r {
-                Request::Problem { object, reason, message } => Action::ReportProblem { object, reason, message },
-                Request::CreatePodGroup(pg) => Action::CreatePodGroup(pg),
-                Request::CreateQueue(q) => Action::CreateQueue(q),
+                ClusterWrite::Problem { object, reason, message } => Action::ReportProblem { object, reason, message },
+                ClusterWrite::CreatePodGroup(pg) => Action::CreatePodGroup(pg),
+                ClusterWrite::CreateQueue(q) => Action::CreateQueue(q),
             });
         }
     }
@@ -728,20 +728,14 @@ impl AdmissionTask {
         self.changed_since_snapshot = false;
         let index = &self.index;
         let core = &index.core;
-        let render = |r: &crate::core::Resources| {
-            (0..core.resources.len())
-                .filter(|&s| r.get(s) != 0 && r.get(s) != u64::MAX)
-                .map(|s| (core.resources.name(s).to_string(), render_amount(core.resources.name(s), r.get(s))))
-                .collect()
-        };
         let queues = core
             .queues()
             .map(|(_, q)| QueueState {
                 name: q.spec.name.clone(),
                 weight: q.spec.weight,
                 open: q.spec.open,
-                deserved: render(&q.deserved),
-                allocated: render(&q.allocated),
+                deserved: core.resources.render(&q.deserved),
+                allocated: core.resources.render(&q.allocated),
             })
             .collect();
         let timeout = self.config.policy.reservation_timeout;
@@ -798,7 +792,7 @@ impl AdmissionTask {
             })
             .collect();
         self.plans.set_state(StateSnapshot { queues, gangs });
-        self.metrics.observe(&self.index);
+        super::gauges::observe_model(&self.metrics, &self.index);
         self.last_snapshot = Instant::now();
         self.snapshot_cost = start.elapsed();
     }

@@ -12,6 +12,7 @@
 
 pub mod actuator;
 pub mod admission;
+mod gauges;
 pub mod leader;
 pub mod status;
 pub mod watch;

@@ -50,7 +50,7 @@ impl<K> WatchEvent<K> {
 pub const KINDS: [&str; 5] = ["nodes", "queues", "priorityclasses", "podgroups", "pods"];
 
 /// The wait before retrying a failed watch: 250 ms, doubling up to 5 s; back to 250 ms once the watch has gone
-/// [`WATCH_BACKOFF_RESET`] without failing.
+/// 30 s without failing.
 ///
 /// Not kube's default (800 ms doubling to 30 s, reset after 2 minutes without errors): during an API server
 /// outage every failed reconnect doubles the wait, and a restarted API server answers the first resumed watch

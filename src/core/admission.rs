@@ -83,7 +83,7 @@ impl Cluster {
     /// Runs one admission cycle at time `now`.
     pub fn run_cycle(&mut self, now: Millis, policy: &Policy) -> CycleOutcome {
         let mut out = CycleOutcome { expired: self.expire(now, policy), ..CycleOutcome::default() };
-        self.refresh_index();
+        self.refresh_capacity();
         // Capacity held for waiting heads (`Gang::hold`, mirrored in `Node::held`) stays held across cycles.
         self.compute_deserved(&mut out.warnings);
 

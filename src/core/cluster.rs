@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::index::{CapacityIndex, ClassId, NodeView};
+use super::capacity::{CapacityIndex, ClassId, NodeView};
 use super::pack::Demand;
 use super::placement::{NodeFacts, Placement, Taint};
 use super::resources::{ResourceNames, Resources};
@@ -567,7 +567,7 @@ pub struct Cluster {
     pub(crate) queue_by_name: HashMap<String, QueueId>,
     pub(crate) gangs: Arena<Gang>,
     pub(crate) pods: Arena<Pod>,
-    pub(crate) index: CapacityIndex,
+    pub(crate) capacity: CapacityIndex,
     /// Sum of allocatable over nodes.
     pub(crate) total: Resources,
     /// Bumped whenever capacity may have grown (a release, a new node): failed gangs become worth retrying.
@@ -664,7 +664,7 @@ impl Cluster {
         self.pods.get_mut(id.0).expect("live pod")
     }
 
-    /// Re-publishes a node's available capacity to the index.
+    /// Re-publishes a node's available capacity to the capacity index.
     #[inline]
     pub(crate) fn touch_node(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(id.0).expect("live node");
@@ -674,19 +674,19 @@ impl Cluster {
             node.static_available = without_managed;
             self.static_epoch += 1;
         }
-        self.index.update(id.0, available);
+        self.capacity.update(id.0, available);
     }
 
-    /// Rebuilds stale eligibility classes. Every read of the index goes through here first.
-    pub(crate) fn refresh_index(&mut self) {
-        if self.index.is_stale() {
-            let Cluster { index, nodes, .. } = self;
-            index.refresh(&Nodes(nodes));
+    /// Rebuilds stale eligibility classes. Every read of the capacity index goes through here first.
+    pub(crate) fn refresh_capacity(&mut self) {
+        if self.capacity.is_stale() {
+            let Cluster { capacity, nodes, .. } = self;
+            capacity.refresh(&Nodes(nodes));
         }
     }
 
-    pub(crate) fn index(&self) -> &CapacityIndex {
-        &self.index
+    pub(crate) fn capacity(&self) -> &CapacityIndex {
+        &self.capacity
     }
 
     /// The queue of a member's gang, if the gang is live.
@@ -722,7 +722,7 @@ impl Cluster {
             pods: Vec::new(),
         }));
         self.node_by_name.insert(name, id);
-        self.index.invalidate();
+        self.capacity.invalidate();
         self.static_epoch += 1;
         self.capacity_grew();
         Ok(id)
@@ -744,7 +744,7 @@ impl Cluster {
         node.spec.unschedulable = spec.unschedulable;
         if constraints_changed {
             node.static_available = node.available_without_managed();
-            self.index.invalidate();
+            self.capacity.invalidate();
             self.static_epoch += 1;
         } else {
             self.touch_node(id);
@@ -815,7 +815,7 @@ impl Cluster {
                 q.allocated = q.allocated.saturating_sub(&request);
             }
         }
-        self.index.invalidate();
+        self.capacity.invalidate();
         self.dirty = true;
         Ok(())
     }
@@ -878,8 +878,8 @@ impl Cluster {
             return Err(invalid("minimum is zero: nothing to admit".to_string()));
         }
         let classes: Vec<ClassId> = {
-            let Cluster { index, nodes, .. } = self;
-            spec.templates.iter().map(|t| index.acquire(&t.placement, &Nodes(nodes))).collect()
+            let Cluster { capacity, nodes, .. } = self;
+            spec.templates.iter().map(|t| capacity.acquire(&t.placement, &Nodes(nodes))).collect()
         };
         let n = spec.templates.len();
         let queue = spec.queue;
@@ -957,8 +957,8 @@ impl Cluster {
             });
         }
         let class = {
-            let Cluster { index, nodes, .. } = self;
-            index.acquire(&template.placement, &Nodes(nodes))
+            let Cluster { capacity, nodes, .. } = self;
+            capacity.acquire(&template.placement, &Nodes(nodes))
         };
         let gang = self.gang_mut(id);
         gang.spec.templates.push(template);
@@ -1012,7 +1012,7 @@ impl Cluster {
             }
         }
         for class in gang.classes {
-            self.index.release(class);
+            self.capacity.release(class);
         }
         self.queue_mut(gang.spec.queue).gangs.retain(|g| *g != id);
         self.capacity_grew();

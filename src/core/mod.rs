@@ -2,9 +2,9 @@
 //! See `src/core/README.md` for the problem in plain math.
 
 pub mod admission;
+pub mod capacity;
 pub mod cluster;
 pub mod fairshare;
-pub mod index;
 pub mod invariants;
 pub mod pack;
 pub mod place;

@@ -13,8 +13,8 @@
 
 use std::collections::HashMap;
 
+use super::capacity::ClassId;
 use super::cluster::{Cluster, NodeId};
-use super::index::ClassId;
 use super::resources::Resources;
 
 /// Members of one template still to place.
@@ -52,7 +52,7 @@ const EXACT_MAX_MEMBERS: u32 = 128;
 impl Cluster {
     /// Finds nodes for every demand on currently available capacity (see [`crate::core::cluster::Node::available`]).
     pub(crate) fn pack(&mut self, demands: &[Demand], budget: u64) -> Result<Vec<Placed>, PackFailure> {
-        self.refresh_index();
+        self.refresh_capacity();
         if let Some(failure) = self.aggregate_shortfall(demands) {
             return Err(failure);
         }
@@ -79,7 +79,7 @@ impl Cluster {
             *need = need.saturating_add(&d.request.times(u64::from(d.count)));
         }
         for d in demands {
-            let class = self.index().class(d.class);
+            let class = self.capacity().class(d.class);
             if d.count > 0 && !per_class[&d.class].fits_in(&class.total_available) {
                 return Some(PackFailure {
                     template: d.template,
@@ -101,12 +101,12 @@ impl Cluster {
             let mut remaining = d.count;
             let mut from = 0;
             while remaining > 0 {
-                let Some((pos, node)) = self.index().first_fit(d.class, &d.request, from) else {
+                let Some((pos, node)) = self.capacity().first_fit(d.class, &d.request, from) else {
                     failure = Some(PackFailure {
                         template: d.template,
                         placed: d.count - remaining,
                         needed: d.count,
-                        eligible_nodes: self.index().class(d.class).nodes.len(),
+                        eligible_nodes: self.capacity().class(d.class).nodes.len(),
                         aggregate_short: false,
                     });
                     break 'demands;
@@ -117,7 +117,7 @@ impl Cluster {
                 let k = u64::from(remaining).min(available.count_fitting(&d.request)).max(1) as u32;
                 let used = already.saturating_add(&d.request.times(u64::from(k)));
                 taken.insert(node, used);
-                self.index.update(node.0, available.saturating_sub(&d.request.times(u64::from(k))));
+                self.capacity.update(node.0, available.saturating_sub(&d.request.times(u64::from(k))));
                 placed.push(Placed { template: d.template, node, count: k });
                 remaining -= k;
                 from = pos + 1;
@@ -142,7 +142,7 @@ impl Cluster {
         // Candidates: nodes eligible for some demand with room for at least one of its members.
         let mut candidates: Vec<u32> = Vec::new();
         for d in order {
-            for &n in &self.index().class(d.class).nodes {
+            for &n in &self.capacity().class(d.class).nodes {
                 let free = self.node(NodeId(n)).expect("indexed node").available();
                 if d.request.fits_in(&free) {
                     candidates.push(n);
@@ -158,7 +158,7 @@ impl Cluster {
             candidates.iter().map(|&n| self.node(NodeId(n)).expect("indexed node").available()).collect();
         // eligible[d][j]: demand d may use candidate j.
         let eligible: Vec<Vec<bool>> =
-            order.iter().map(|d| candidates.iter().map(|&n| self.index().contains(d.class, n)).collect()).collect();
+            order.iter().map(|d| candidates.iter().map(|&n| self.capacity().contains(d.class, n)).collect()).collect();
         let signature: Vec<u64> = (0..candidates.len())
             .map(|j| eligible.iter().enumerate().fold(0u64, |m, (d, e)| m | (u64::from(e[j]) << (d % 64))))
             .collect();

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
+use super::capacity::ClassId;
 use super::cluster::{Claim, Cluster, GangId, GangPhase, Millis, NodeId, PodId, PodRole};
-use super::index::ClassId;
 use super::resources::Resources;
 
 /// A set of node ids (the nodes offered in one extender call).
@@ -118,7 +118,7 @@ impl Cluster {
             return None;
         }
         let class = gang.classes[template as usize];
-        self.refresh_index();
+        self.refresh_capacity();
         self.tightest_fit(class, &request, self.nodes().map(|(id, _)| id))
     }
 
@@ -132,7 +132,8 @@ impl Cluster {
     ) -> Option<NodeId> {
         candidates
             .filter(|&n| {
-                self.index().contains(class, n.0) && self.node(n).is_some_and(|node| request.fits_in(&node.available()))
+                self.capacity().contains(class, n.0)
+                    && self.node(n).is_some_and(|node| request.fits_in(&node.available()))
             })
             .min_by_key(|&n| {
                 let left = self.node(n).expect("live").available().saturating_sub(request);
@@ -187,8 +188,8 @@ impl Cluster {
             return false;
         }
         let class = gang.classes[template as usize];
-        self.refresh_index();
-        self.index().first_fit(class, &request, 0).is_some()
+        self.refresh_capacity();
+        self.capacity().first_fit(class, &request, 0).is_some()
     }
 
     /// Chooses and claims a node for pending pod `id` among `offered`.
@@ -224,7 +225,7 @@ impl Cluster {
         }
         let class = gang.classes[template as usize];
         let fits = |c: &Cluster, n: NodeId| {
-            c.index().contains(class, n.0) && c.node(n).is_some_and(|node| request.fits_in(&node.available()))
+            c.capacity().contains(class, n.0) && c.node(n).is_some_and(|node| request.fits_in(&node.available()))
         };
 
         // A free slot of this template: on an offered node if possible, else moved to an offered node.
@@ -236,7 +237,7 @@ impl Cluster {
             .map(|(i, _)| i)
             .collect();
         if !free_slots.is_empty() {
-            self.refresh_index();
+            self.refresh_capacity();
             let on_offered =
                 free_slots.iter().copied().find(|&i| offered.contains(self.gang(gang_id).expect("live").slots[i].node));
             let slot = match on_offered {
@@ -272,7 +273,7 @@ impl Cluster {
         if let Some(refusal) = self.elastic_refusal(gang_id, template, &request) {
             return Err(refusal);
         }
-        self.refresh_index();
+        self.refresh_capacity();
         let Some(node) = self.tightest_fit(class, &request, offered.iter()) else {
             return Err(Refusal::NoRoom { gang: name, detail: "no free capacity for an elastic member".into() });
         };

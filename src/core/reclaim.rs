@@ -70,7 +70,7 @@ impl Cluster {
             self.reclaim_candidates(head_queue, now, policy).into_iter().map(Reverse).collect();
         let candidates = std::iter::from_fn(move || candidates.pop().map(|Reverse(c)| c));
         let useful = |c: &Cluster, u: &Unit| {
-            u.frees.iter().any(|(n, _)| head_classes.iter().any(|k| c.index().contains(*k, n.0)))
+            u.frees.iter().any(|(n, _)| head_classes.iter().any(|k| c.capacity().contains(*k, n.0)))
         };
         let mut taken: HashMap<QueueId, Resources> = HashMap::new();
         // Units are built only when the greedy pass reaches them; `chosen` indexes the ones it kept.

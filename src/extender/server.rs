@@ -274,11 +274,11 @@ async fn bind_pod(x: &Extender, args: &ExtenderBindingArgs) -> Result<(), String
         .await;
     match created {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {
+        Err(e) if crate::api::errors::is_conflict(&e) => {
             // Bound already (a retried bind after a timeout, kubernetes#96579): fine if it is bound there.
             let current = pods.get(&args.pod_name).await.map_err(|e| e.to_string())?;
             if current.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(args.node.as_str()) {
-                return Err(format!("binding conflict: {}", e.message));
+                return Err(format!("binding conflict: {e}"));
             }
         }
         Err(e) => return Err(format!("creating the binding failed: {e}")),

@@ -621,6 +621,15 @@ pub fn gang_key(pod: &Pod) -> Option<GangRef> {
     Some(GangRef { namespace, name, source })
 }
 
+/// The queue a pod names by annotation: muster's, else Volcano's.
+pub fn queue_annotation(meta: &ObjectMeta) -> Option<&str> {
+    let annotations = meta.annotations.as_ref()?;
+    annotations
+        .get(names::QUEUE_ANNOTATION)
+        .or_else(|| annotations.get(names::VOLCANO_QUEUE_ANNOTATION))
+        .map(String::as_str)
+}
+
 /// The longest name the automatic PodGroup may have: it is also used as a label value (at most 63 characters).
 const MAX_POD_GROUP_NAME: usize = 63;
 

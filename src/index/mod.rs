@@ -4,7 +4,7 @@
 //! of the core's [`Cluster`], with Kubernetes identities (names, UIDs) mapped to the core's dense ids. Nothing
 //! here talks to the API server, so all of it is tested by feeding objects in. What the index needs done in the
 //! cluster (create an automatic PodGroup for a Spark driver, create the default Queue, report a malformed
-//! object) it queues as [`Request`]s for the controller.
+//! object) it queues as [`ClusterWrite`]s for the controller.
 //!
 //! Pod to gang (design.md): label `muster.dev/pod-group`, Volcano's annotation `scheduling.k8s.io/group-name`,
 //! Spark's `spark-app-selector` (a driver with no PodGroup becomes a gang of the driver and the minimum
@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 
 use crate::api::{self, PodGroup, PodGroupPhase, PodGroupStatus, Queue, names};
 use crate::core::{
@@ -44,9 +46,9 @@ pub struct ObjectRef {
     pub uid: Option<String>,
 }
 
-/// What the index needs the controller to do in the cluster.
+/// A write to the cluster the index needs, made by the controller (an Event, a PodGroup, a Queue).
 #[derive(Debug, Clone)]
-pub enum Request {
+pub enum ClusterWrite {
     /// A malformed object was skipped: log it and record an Event on it.
     Problem { object: ObjectRef, reason: &'static str, message: String },
     /// Create this automatic PodGroup (a Spark driver's).
@@ -60,6 +62,14 @@ pub enum Request {
 pub enum GangKey {
     PodGroup { namespace: String, name: String },
     Pod { namespace: String, name: String },
+}
+
+impl GangKey {
+    /// `namespace/name`, the gang's name in the core and in logs.
+    pub fn qualified_name(&self) -> String {
+        let (GangKey::PodGroup { namespace, name } | GangKey::Pod { namespace, name }) = self;
+        format!("{namespace}/{name}")
+    }
 }
 
 impl std::fmt::Display for GangKey {
@@ -136,7 +146,7 @@ pub struct Index {
     gang_keys: HashMap<GangId, GangKey>,
     queues: HashMap<String, Arc<Queue>>,
     priority_classes: HashMap<String, i32>,
-    requests: Vec<Request>,
+    writes: Vec<ClusterWrite>,
     /// Queue CRs already asked for, so a missing default queue is requested once.
     requested_queues: BTreeSet<String>,
     /// The caller's clock (milliseconds since the Unix epoch), set with [`Index::set_now`].
@@ -151,7 +161,7 @@ pub struct Index {
 fn slim_node(node: &Node) -> Arc<Node> {
     use k8s_openapi::api::core::v1::{NodeSpec as K8sNodeSpec, NodeStatus};
     Arc::new(Node {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        metadata: ObjectMeta {
             name: node.metadata.name.clone(),
             uid: node.metadata.uid.clone(),
             labels: node.metadata.labels.clone(),
@@ -174,7 +184,7 @@ fn ms(ts: Option<&Timestamp>) -> Millis {
     ts.map(|t| t.as_millisecond().max(0) as Millis).unwrap_or(0)
 }
 
-fn object_ref(kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectRef {
+fn object_ref(kind: &'static str, meta: &ObjectMeta) -> ObjectRef {
     ObjectRef {
         kind,
         namespace: meta.namespace.clone(),
@@ -197,7 +207,7 @@ impl Index {
             gang_keys: HashMap::new(),
             queues: HashMap::new(),
             priority_classes: HashMap::new(),
-            requests: Vec::new(),
+            writes: Vec::new(),
             requested_queues: BTreeSet::new(),
             now: 0,
             deferred_restores: Some(Vec::new()),
@@ -233,13 +243,13 @@ impl Index {
         self.now = self.now.max(now);
     }
 
-    /// What the controller should do, since the last call.
-    pub fn take_requests(&mut self) -> Vec<Request> {
-        std::mem::take(&mut self.requests)
+    /// The writes the index needs, since the last call.
+    pub fn take_writes(&mut self) -> Vec<ClusterWrite> {
+        std::mem::take(&mut self.writes)
     }
 
     fn problem(&mut self, object: ObjectRef, reason: &'static str, message: String) {
-        self.requests.push(Request::Problem { object, reason, message });
+        self.writes.push(ClusterWrite::Problem { object, reason, message });
     }
 
     pub fn pod(&self, uid: &str) -> Option<&PodEntry> {
@@ -285,7 +295,7 @@ impl Index {
 
     pub fn apply_node(&mut self, node: Arc<Node>) {
         let node = slim_node(&node);
-        let name = node.metadata.name.clone().unwrap_or_default();
+        let name = node.name_any();
         let spec = match convert::node_spec(&node, &self.core.resources) {
             Ok(spec) => spec,
             Err(e) => return self.problem(object_ref("Node", &node.metadata), "MalformedNode", e.to_string()),
@@ -326,7 +336,7 @@ impl Index {
     // ----- queues and priority classes -----
 
     pub fn apply_queue(&mut self, queue: Arc<Queue>) {
-        let name = queue.metadata.name.clone().unwrap_or_default();
+        let name = queue.name_any();
         match convert::queue_spec(&queue, &mut self.core.resources) {
             Ok(spec) => {
                 self.core.upsert_queue(spec);
@@ -369,11 +379,8 @@ impl Index {
         }
         let id = self.core.upsert_queue(QueueSpec::new(name, 1));
         if self.requested_queues.insert(name.to_string()) && !self.queues.contains_key(name) {
-            // Deserialising an empty spec applies the CRD's defaults (weight 1, reclaimable, Open).
-            let spec: api::QueueSpec =
-                serde_json::from_value(serde_json::json!({})).expect("every field has a default");
-            let q = Queue::new(name, spec);
-            self.requests.push(Request::CreateQueue(Box::new(q)));
+            let q = Queue::new(name, api::QueueSpec::default());
+            self.writes.push(ClusterWrite::CreateQueue(Box::new(q)));
         }
         Some(id)
     }
@@ -395,6 +402,38 @@ impl Index {
         if pg.spec.queue.is_empty() { self.config.default_queue.clone() } else { pg.spec.queue.clone() }
     }
 
+    /// The queue a pod names (muster's annotation, else Volcano's), else the default queue.
+    fn annotated_queue(&self, meta: &ObjectMeta) -> String {
+        convert::queue_annotation(meta).map_or_else(|| self.config.default_queue.clone(), str::to_string)
+    }
+
+    /// The core's spec of a gang, with its queue resolved (the default queue is created on first use); the
+    /// reason it must wait when the queue does not exist.
+    fn gang_spec(
+        &mut self,
+        key: &GangKey,
+        queue_name: &str,
+        priority: i32,
+        meta: &ObjectMeta,
+        templates: Vec<TemplateSpec>,
+    ) -> Result<GangSpec, String> {
+        let queue = self.queue_for(queue_name).ok_or_else(|| format!("queue {queue_name:?} does not exist"))?;
+        let created = ms(meta.creation_timestamp.as_ref().map(|t| &t.0));
+        Ok(GangSpec { name: key.qualified_name(), queue, priority, created, templates })
+    }
+
+    /// [`Index::gang_spec`] of a PodGroup: its queue and priority class.
+    fn podgroup_gang_spec(
+        &mut self,
+        key: &GangKey,
+        pg: &PodGroup,
+        templates: Vec<TemplateSpec>,
+    ) -> Result<GangSpec, String> {
+        let queue_name = self.queue_name_of(pg);
+        let priority = self.priority_of(pg.spec.priority_class_name.as_deref(), None);
+        self.gang_spec(key, &queue_name, priority, &pg.metadata, templates)
+    }
+
     fn priority_of(&self, class: Option<&str>, explicit: Option<i32>) -> i32 {
         explicit.or_else(|| class.and_then(|c| self.priority_classes.get(c).copied())).unwrap_or(0)
     }
@@ -404,8 +443,8 @@ impl Index {
     /// A PodGroup was created or changed.
     pub fn apply_podgroup(&mut self, pg: Arc<PodGroup>) {
         let now = self.now;
-        let namespace = pg.metadata.namespace.clone().unwrap_or_default();
-        let name = pg.metadata.name.clone().unwrap_or_default();
+        let namespace = pg.namespace().unwrap_or_default();
+        let name = pg.name_any();
         let key = GangKey::PodGroup { namespace: namespace.clone(), name: name.clone() };
         let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry::new(key.clone()));
         entry.podgroup = Some(pg.clone());
@@ -421,13 +460,6 @@ impl Index {
                 return self.problem(object_ref("PodGroup", &pg.metadata), "MalformedPodGroup", message);
             }
         };
-        let queue_name = self.queue_name_of(&pg);
-        let Some(queue) = self.queue_for(&queue_name) else {
-            self.gangs.get_mut(&key).expect("entry").waiting = Some(format!("queue {queue_name:?} does not exist"));
-            return;
-        };
-        let priority = self.priority_of(pg.spec.priority_class_name.as_deref(), None);
-        let created = ms(pg.metadata.creation_timestamp.as_ref().map(|t| &t.0));
         let existing = self.gangs[&key].id;
         if templates.is_empty() {
             // Volcano style: no templates; the shapes come from the first minMember pods (see resolve_gang).
@@ -442,7 +474,13 @@ impl Index {
             self.retry_waiting_pods(&key);
             return;
         }
-        let spec = GangSpec { name: format!("{namespace}/{name}"), queue, priority, created, templates };
+        let spec = match self.podgroup_gang_spec(&key, &pg, templates) {
+            Ok(spec) => spec,
+            Err(waiting) => {
+                self.gangs.get_mut(&key).expect("entry").waiting = Some(waiting);
+                return;
+            }
+        };
         match existing {
             Some(id) => {
                 if let Err(e) = self.core.update_gang(id, spec) {
@@ -590,8 +628,8 @@ impl Index {
             let exit = if phase == "Succeeded" { PodExit::Succeeded } else { PodExit::Failed };
             return self.remove_pod(&uid, exit, now);
         }
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
         let managed =
             pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()) == Some(self.config.scheduler_name.as_str());
@@ -688,8 +726,8 @@ impl Index {
 
     fn malformed_pod(&mut self, pod: &Pod, uid: &str, e: ConvertError) {
         self.problem(object_ref("Pod", &pod.metadata), "MalformedPod", e.to_string());
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
         self.pods_by_name.insert((namespace.clone(), name.clone()), uid.to_string());
         self.managed_pods.insert(uid.to_string());
         self.pods.insert(
@@ -739,8 +777,8 @@ impl Index {
         request: &crate::core::Resources,
         priority: i32,
     ) -> Result<(GangId, u16, GangKey), Option<String>> {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
         let Some(gref) = convert::gang_key(pod) else {
             return self.singleton(pod, &namespace, &name, request, priority);
         };
@@ -806,20 +844,10 @@ impl Index {
         if let Some(id) = self.gangs.get(&key).and_then(|g| g.id) {
             return Ok((id, 0, key));
         }
-        let annotations = pod.metadata.annotations.as_ref();
-        let queue_name = annotations
-            .and_then(|a| a.get(names::QUEUE_ANNOTATION).or_else(|| a.get(names::VOLCANO_QUEUE_ANNOTATION)))
-            .cloned()
-            .unwrap_or_else(|| self.config.default_queue.clone());
-        let queue = self.queue_for(&queue_name).ok_or_else(|| Some(format!("queue {queue_name:?} does not exist")))?;
         let placement = convert::pod_placement(pod).map_err(|e| Some(e.to_string()))?;
-        let spec = GangSpec {
-            name: format!("{namespace}/{name}"),
-            queue,
-            priority,
-            created: ms(pod.metadata.creation_timestamp.as_ref().map(|t| &t.0)),
-            templates: vec![TemplateSpec { name: "pod".into(), request: *request, placement, min: 1, max: 1 }],
-        };
+        let templates = vec![TemplateSpec { name: "pod".into(), request: *request, placement, min: 1, max: 1 }];
+        let queue_name = self.annotated_queue(&pod.metadata);
+        let spec = self.gang_spec(&key, &queue_name, priority, &pod.metadata, templates)?;
         let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
         self.gang_keys.insert(id, key.clone());
         self.gangs.insert(key.clone(), GangEntry { id: Some(id), ..GangEntry::new(key.clone()) });
@@ -841,19 +869,8 @@ impl Index {
             self.problem(object_ref("Pod", &driver.metadata), "MalformedSparkDriver", message.clone());
             Some(message)
         })?;
-        let annotations = driver.metadata.annotations.as_ref();
-        let queue_name = annotations
-            .and_then(|a| a.get(names::QUEUE_ANNOTATION).or_else(|| a.get(names::VOLCANO_QUEUE_ANNOTATION)))
-            .cloned()
-            .unwrap_or_else(|| self.config.default_queue.clone());
-        let queue = self.queue_for(&queue_name).ok_or_else(|| Some(format!("queue {queue_name:?} does not exist")))?;
-        let spec = GangSpec {
-            name: format!("{namespace}/{name}"),
-            queue,
-            priority,
-            created: ms(driver.metadata.creation_timestamp.as_ref().map(|t| &t.0)),
-            templates: templates.clone(),
-        };
+        let queue_name = self.annotated_queue(&driver.metadata);
+        let spec = self.gang_spec(&key, &queue_name, priority, &driver.metadata, templates.clone())?;
         let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
         self.gang_keys.insert(id, key.clone());
         let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry::new(key.clone()));
@@ -861,7 +878,7 @@ impl Index {
         entry.spark_driver = Some(uid.to_string());
         entry.waiting = None;
         let pg = self.spark_podgroup(driver, &namespace, &name, &queue_name, &templates);
-        self.requests.push(Request::CreatePodGroup(Box::new(pg)));
+        self.writes.push(ClusterWrite::CreatePodGroup(Box::new(pg)));
         self.retry_waiting_pods(&key);
         Ok((id, 0, key))
     }
@@ -876,14 +893,13 @@ impl Index {
         templates: &[TemplateSpec],
     ) -> PodGroup {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-        let spec: api::PodGroupSpec = serde_json::from_value(serde_json::json!({})).expect("every field has a default");
-        let mut pg = PodGroup::new(name, spec);
+        let mut pg = PodGroup::new(name, api::PodGroupSpec::default());
         pg.metadata.namespace = Some(namespace.to_string());
         pg.metadata.owner_references = Some(vec![OwnerReference {
             api_version: "v1".into(),
             kind: "Pod".into(),
-            name: driver.metadata.name.clone().unwrap_or_default(),
-            uid: driver.metadata.uid.clone().unwrap_or_default(),
+            name: driver.name_any(),
+            uid: driver.uid().unwrap_or_default(),
             controller: Some(false),
             block_owner_deletion: None,
         }]);
@@ -947,12 +963,7 @@ impl Index {
                 }),
             }
         }
-        let queue_name = self.queue_name_of(&pg);
-        let queue = self.queue_for(&queue_name).ok_or_else(|| Some(format!("queue {queue_name:?} does not exist")))?;
-        let priority = self.priority_of(pg.spec.priority_class_name.as_deref(), None);
-        let created = ms(pg.metadata.creation_timestamp.as_ref().map(|t| &t.0));
-        let GangKey::PodGroup { namespace, name } = &key else { unreachable!() };
-        let spec = GangSpec { name: format!("{namespace}/{name}"), queue, priority, created, templates };
+        let spec = self.podgroup_gang_spec(&key, &pg, templates)?;
         let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
         self.gang_keys.insert(id, key.clone());
         let entry = self.gangs.get_mut(&key).expect("entry");

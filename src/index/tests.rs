@@ -69,9 +69,11 @@ fn a_pod_waits_for_its_podgroup_then_joins_it() {
     let id = gang.id.expect("gang in the core");
     assert!(i.pod("u0").unwrap().waiting.is_none());
     assert_eq!(i.core.gang(id).unwrap().pods.len(), 1, "the waiting pod joined");
-    let requests = i.take_requests();
+    let writes = i.take_writes();
     assert!(
-        requests.iter().any(|r| matches!(r, Request::CreateQueue(q) if q.metadata.name.as_deref() == Some("default")))
+        writes
+            .iter()
+            .any(|r| matches!(r, ClusterWrite::CreateQueue(q) if q.metadata.name.as_deref() == Some("default")))
     );
 
     // Admission reserves both members; the pod is directed to its slot.
@@ -132,10 +134,10 @@ fn a_spark_driver_becomes_a_gang_with_its_declared_executors() {
     assert_eq!(mins, vec![("driver", 1, 1), ("executor", 2, 4)]);
     assert!(i.pod("e1").unwrap().waiting.is_none(), "the executor joined once the driver came");
     let created: Vec<_> = i
-        .take_requests()
+        .take_writes()
         .into_iter()
         .filter_map(|r| match r {
-            Request::CreatePodGroup(pg) => Some(pg),
+            ClusterWrite::CreatePodGroup(pg) => Some(pg),
             _ => None,
         })
         .collect();
@@ -193,10 +195,10 @@ fn malformed_objects_are_skipped_with_a_problem() {
     let bad_pod = pod("p", "u9", "-1", json!({}), json!({}));
     i.apply_pod(Arc::new(bad_pod));
     let problems: Vec<_> = i
-        .take_requests()
+        .take_writes()
         .into_iter()
         .filter_map(|r| match r {
-            Request::Problem { object, reason, message } => Some((object.kind, reason, message)),
+            ClusterWrite::Problem { object, reason, message } => Some((object.kind, reason, message)),
             _ => None,
         })
         .collect();

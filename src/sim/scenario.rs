@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::core::quantity::{Unit, parse_amount};
+use crate::duration::HumanDuration;
 
 /// A malformed scenario.
 #[derive(Debug, thiserror::Error)]
@@ -19,70 +20,6 @@ pub enum ScenarioError {
     Parse { source_name: String, message: String },
     #[error("scenario {source_name}: {message}")]
     Invalid { source_name: String, message: String },
-}
-
-/// A duration written as `90s`, `15m`, `2h`, `1h30m` or `500ms`; stored in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Duration(pub u64);
-
-impl Duration {
-    /// As a `std::time::Duration`.
-    pub fn std(self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.0)
-    }
-
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("empty duration".into());
-        }
-        let mut total: u64 = 0;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-            if digits == 0 {
-                return Err(format!("invalid duration {s:?}: expected a number before {rest:?}"));
-            }
-            let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-            rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-            let ms = match &rest[..unit_len] {
-                "ms" => 1,
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h or d)")),
-                other => return Err(format!("invalid duration {s:?}: unknown unit {other:?} (ms, s, m, h or d)")),
-            };
-            total = n
-                .checked_mul(ms)
-                .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| format!("duration {s:?} is too long"))?;
-            rest = &rest[unit_len..];
-        }
-        Ok(Duration(total))
-    }
-}
-
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Duration::parse(&s).map_err(de::Error::custom)
-    }
-}
-
-impl fmt::Display for Duration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0 / 1000;
-        if s >= 3600 && s.is_multiple_of(3600) {
-            write!(f, "{}h", s / 3600)
-        } else if s >= 60 && s.is_multiple_of(60) {
-            write!(f, "{}m", s / 60)
-        } else {
-            write!(f, "{}s", s)
-        }
-    }
 }
 
 /// `name -> quantity`, each quantity checked at parse time.
@@ -216,7 +153,7 @@ impl<'de, T: Deserialize<'de> + Copy + PartialOrd + fmt::Debug> Deserialize<'de>
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AppDef {
-    pub at: Duration,
+    pub at: HumanDuration,
     pub queue: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -230,7 +167,7 @@ pub struct AppDef {
     /// Spark dynamic allocation: scale from the minimum towards the maximum while busy, back when idle.
     #[serde(default)]
     pub dynamic_allocation: bool,
-    pub run_time: Duration,
+    pub run_time: HumanDuration,
 }
 
 /// Many applications drawn at random (seeded) between `start` and `end`.
@@ -239,8 +176,8 @@ pub struct AppDef {
 pub struct GeneratorDef {
     pub queue: String,
     pub count: u32,
-    pub start: Duration,
-    pub end: Duration,
+    pub start: HumanDuration,
+    pub end: HumanDuration,
     #[serde(default)]
     pub priority: i32,
     pub driver: PodShape,
@@ -251,7 +188,7 @@ pub struct GeneratorDef {
     pub max_executors: Option<Range<u32>>,
     #[serde(default)]
     pub dynamic_allocation: bool,
-    pub run_time: Range<Duration>,
+    pub run_time: Range<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -268,50 +205,50 @@ pub struct Workload {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Settings {
     /// How long a driver takes to start before it asks for executors.
-    pub driver_startup: Duration,
+    pub driver_startup: HumanDuration,
     /// Spark creates executors in batches of this size...
     pub executor_batch_size: u32,
     /// ...every this long.
-    pub executor_batch_delay: Duration,
+    pub executor_batch_delay: HumanDuration,
     /// Spark deletes and recreates an executor pod pending longer than this
     /// (`spark.kubernetes.allocation.executor.timeout`, default 600s).
-    pub executor_allocation_timeout: Duration,
+    pub executor_allocation_timeout: HumanDuration,
     /// A partially started application that makes no progress for this long counts as deadlocked.
-    pub deadlock_after: Duration,
+    pub deadlock_after: HumanDuration,
     /// With dynamic allocation: how long after starting the application asks for more executors.
-    pub scale_up_after: Duration,
+    pub scale_up_after: HumanDuration,
     /// With dynamic allocation: the fraction of the run time after which it is idle and returns extra executors.
     pub scale_down_at: f64,
     /// Grace period of an evicted pod.
-    pub termination_grace: Duration,
+    pub termination_grace: HumanDuration,
     /// A whole application evicted by reclaim is resubmitted after this long.
-    pub resubmit_after: Duration,
+    pub resubmit_after: HumanDuration,
     /// How long the simulation may run past the last arrival before it stops.
-    pub drain_limit: Duration,
+    pub drain_limit: HumanDuration,
     /// Sampling interval of the shares plotted and averaged.
-    pub sample_every: Duration,
-    pub drain_after: Duration,
-    pub reservation_timeout: Duration,
-    pub min_runtime: Duration,
+    pub sample_every: HumanDuration,
+    pub drain_after: HumanDuration,
+    pub reservation_timeout: HumanDuration,
+    pub min_runtime: HumanDuration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            driver_startup: Duration(10_000),
+            driver_startup: HumanDuration(10_000),
             executor_batch_size: 5,
-            executor_batch_delay: Duration(1_000),
-            executor_allocation_timeout: Duration(600_000),
-            deadlock_after: Duration(1_800_000),
-            scale_up_after: Duration(60_000),
+            executor_batch_delay: HumanDuration(1_000),
+            executor_allocation_timeout: HumanDuration(600_000),
+            deadlock_after: HumanDuration(1_800_000),
+            scale_up_after: HumanDuration(60_000),
             scale_down_at: 0.7,
-            termination_grace: Duration(30_000),
-            resubmit_after: Duration(30_000),
-            drain_limit: Duration(12 * 3_600_000),
-            sample_every: Duration(60_000),
-            drain_after: Duration(120_000),
-            reservation_timeout: Duration(600_000),
-            min_runtime: Duration(300_000),
+            termination_grace: HumanDuration(30_000),
+            resubmit_after: HumanDuration(30_000),
+            drain_limit: HumanDuration(12 * 3_600_000),
+            sample_every: HumanDuration(60_000),
+            drain_after: HumanDuration(120_000),
+            reservation_timeout: HumanDuration(600_000),
+            min_runtime: HumanDuration(300_000),
         }
     }
 }
@@ -338,7 +275,7 @@ pub const DEFAULT_SCENARIO: &str = include_str!("../../config/simulate-default.y
 impl Scenario {
     /// Parses and validates a scenario; `source_name` names it in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = serde_yaml::from_str(text).map_err(|e| ScenarioError::Parse {
+        let scenario: Scenario = serde_norway::from_str(text).map_err(|e| ScenarioError::Parse {
             source_name: source_name.to_string(),
             message: describe_yaml_error(&e),
         })?;
@@ -410,7 +347,7 @@ impl Scenario {
         let mut apps = self.workload.applications.clone();
         for (gi, g) in self.workload.generators.iter().enumerate() {
             for i in 0..g.count {
-                let at = Duration(rng.between(g.start.0, g.end.0));
+                let at = HumanDuration(rng.between(g.start.0, g.end.0));
                 let min = rng.between(u64::from(g.min_executors.0), u64::from(g.min_executors.1)) as u32;
                 let max = g.max_executors.map(|m| (rng.between(u64::from(m.0), u64::from(m.1)) as u32).max(min));
                 let executor = g.executors[rng.between(0, g.executors.len() as u64 - 1) as usize].clone();
@@ -424,7 +361,7 @@ impl Scenario {
                     min_executors: min,
                     max_executors: max,
                     dynamic_allocation: g.dynamic_allocation,
-                    run_time: Duration(rng.between(g.run_time.0.0, g.run_time.1.0)),
+                    run_time: HumanDuration(rng.between(g.run_time.0.0, g.run_time.1.0)),
                 });
             }
         }
@@ -438,8 +375,8 @@ impl Scenario {
     }
 }
 
-/// serde_yaml's message already carries "at line L column C"; keep it, and say so when it does not.
-fn describe_yaml_error(e: &serde_yaml::Error) -> String {
+/// serde_norway's message already carries "at line L column C"; keep it, and say so when it does not.
+fn describe_yaml_error(e: &serde_norway::Error) -> String {
     match e.location() {
         Some(loc) if !e.to_string().contains("line") => format!("line {} column {}: {e}", loc.line(), loc.column()),
         _ => e.to_string(),
@@ -471,16 +408,6 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(Duration::parse("90s").unwrap(), Duration(90_000));
-        assert_eq!(Duration::parse("1h30m").unwrap(), Duration(5_400_000));
-        assert_eq!(Duration::parse("250ms").unwrap(), Duration(250));
-        assert!(Duration::parse("10").unwrap_err().contains("missing unit"));
-        assert!(Duration::parse("5 minutes").is_err());
-        assert!(Duration::parse("m").is_err());
-    }
 
     #[test]
     fn the_default_scenario_parses_and_expands_deterministically() {

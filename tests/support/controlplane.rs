@@ -562,8 +562,8 @@ fn unauthenticated_client(url: &str) -> Client {
 
 /// Fills in what the caller's KubeSchedulerConfiguration leaves out: the kubeconfig and leader election off.
 fn complete_scheduler_config(config_yaml: &str, kubeconfig: &Path) -> String {
-    use serde_yaml::{Mapping, Value};
-    let mut config: Value = serde_yaml::from_str(config_yaml)
+    use serde_norway::{Mapping, Value};
+    let mut config: Value = serde_norway::from_str(config_yaml)
         .unwrap_or_else(|e| panic!("the scheduler configuration is not YAML: {e}\n{config_yaml}"));
     let root = config
         .as_mapping_mut()
@@ -578,5 +578,5 @@ fn complete_scheduler_config(config_yaml: &str, kubeconfig: &Path) -> String {
     };
     set_default("clientConnection", "kubeconfig", kubeconfig.display().to_string().into());
     set_default("leaderElection", "leaderElect", false.into());
-    serde_yaml::to_string(&config).expect("a YAML value serialises")
+    serde_norway::to_string(&config).expect("a YAML value serialises")
 }

@@ -752,7 +752,7 @@ pub async fn install_crds(client: &Client) {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let mut names = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
+    for document in serde_norway::Deserializer::from_str(&text) {
         let crd = CustomResourceDefinition::deserialize(document)
             .unwrap_or_else(|e| panic!("{} holds a document that is not a CRD: {e}", path.display()));
         let name = crd.name_any();
