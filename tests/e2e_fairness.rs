@@ -1,4 +1,4 @@
-//! Fair share end to end (issue 4, test f): two queues of weights 2 and 1 under sustained contention, through the
+//! Fair share end to end: two queues of weights 2 and 1 under sustained contention, through the
 //! stock kube-scheduler calling `muster serve`, converge to a 2:1 split of the contended resource (cpu).
 
 mod support;

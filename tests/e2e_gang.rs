@@ -1,5 +1,5 @@
 //! Gangs end to end: real etcd + kube-apiserver, the stock kube-scheduler calling `muster serve` as its extender,
-//! fake nodes created through the API. A gang starts whole or not at all (issue 4, tests a to d).
+//! fake nodes created through the API. A gang starts whole or not at all.
 
 mod support;
 

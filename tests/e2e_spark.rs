@@ -1,4 +1,4 @@
-//! A real Spark application end to end (issue 4, test e): spark-submit creates the driver pod for muster, the
+//! A real Spark application end to end: spark-submit creates the driver pod for muster, the
 //! stock kube-scheduler asks muster, and the real Spark driver (run here, as if inside its bound pod) creates the
 //! executors, labelled and owned exactly as in production.
 
