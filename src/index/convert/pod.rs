@@ -374,11 +374,13 @@ mod tests {
             assert!(err.starts_with("Pod ns/bad: spec.containers[name=c].resources.requests.memory: "), "{err}");
             assert!(err.contains(expect) && err.contains(&format!("{bad:?}")), "{err}");
         }
-        let huge = "18446744073709551615";
+        // Each amount is the largest Kubernetes accepts (2^63 - 1); three of them leave u64.
+        let huge = "9223372036854775807";
         let overflow = pod(json!({
             "metadata": {"name": "o", "namespace": "ns"},
             "spec": {"containers": [{"name": "a", "resources": {"requests": {"memory": huge}}},
-                                    {"name": "b", "resources": {"requests": {"memory": "1"}}}]}
+                                    {"name": "b", "resources": {"requests": {"memory": huge}}},
+                                    {"name": "c", "resources": {"requests": {"memory": "2"}}}]}
         }));
         let err = pod_requests(&overflow, &mut names).unwrap_err().to_string();
         assert!(err.contains("Pod ns/o") && err.contains("overflow"), "{err}");
