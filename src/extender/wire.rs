@@ -1,15 +1,22 @@
 //! The kube-scheduler extender wire format (`k8s.io/kube-scheduler/extender/v1`).
 //!
 //! The Go structs carry no JSON tags, so their keys are the Go field names: muster writes them in PascalCase, and
-//! reads them in any letter case, as Go's `encoding/json` does (`NodeNames`, `nodeNames`, `NODENAMES` ...). Go
-//! writes nil pointers, slices and maps as `null`, so `null` reads as "absent" everywhere. Unknown keys are
-//! ignored and a repeated key replaces the earlier value. Inside `Pod` and `Nodes` the ordinary camelCase
-//! Kubernetes object JSON applies.
+//! reads them in any letter case, as Go's `encoding/json` does (`NodeNames`, `nodeNames`, `NODENAMES` ...).
+//! kube-scheduler itself sends exactly the Go names; matching the way Go does costs nothing measurable (a request
+//! has three keys) and takes hand-written requests as the Go types would. Go writes nil pointers, slices and maps
+//! as `null`, so `null` reads as "absent" everywhere. Unknown keys are ignored. A key given twice (in any letter
+//! case) is refused as a duplicate field, where Go keeps the last value: Go's encoder never writes one twice.
+//! Inside `Pod` and `Nodes` the ordinary camelCase Kubernetes object JSON applies.
+//!
+//! The structs derive their serde code; a small adapter applies Go's key matching and `null`s to it. Read them
+//! with [`decode`] or through the `Deserialize` trait: the inherent `deserialize` function that
+//! `#[serde(remote = "Self")]` leaves on each struct is the plain derived one.
 //!
 //! A filter request can carry 5,000 node names (or 5,000 full Node objects) and its answer as many names and
-//! reasons, so decoding goes straight from the body bytes into these types through hand-written visitors (no
-//! detour through `serde_json::Value`), and node names are borrowed from the body instead of allocated one by one
-//! ([`NodeNames`], [`FailedNodes`]); an answer can borrow them again from the request.
+//! reasons, so decoding goes straight from the body bytes into these types (no detour through
+//! `serde_json::Value`), and node names are borrowed from the body instead of allocated one by one
+//! ([`NodeNames`], [`FailedNodes`]), which halves the time to decode 5,000 names (benches/wire.rs); an answer can
+//! borrow them again from the request.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -19,7 +26,8 @@ use std::ops::Deref;
 
 use k8s_openapi::List;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::value::{BorrowedStrDeserializer, StrDeserializer, UnitDeserializer};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -215,15 +223,6 @@ fn go_key_matches(key: &str, go_name: &str) -> bool {
     key.chars().map(fold).eq(go_name.chars().map(|c| c.to_ascii_uppercase()))
 }
 
-/// Reads the value of field `go_name`, prefixing any error with the field's name. `null` reads as `None`.
-fn field_value<'de, A, T>(map: &mut A, go_name: &str) -> Result<Option<T>, A::Error>
-where
-    A: MapAccess<'de>,
-    T: Deserialize<'de>,
-{
-    map.next_value().map_err(|e| de::Error::custom(format_args!("{go_name}: {}", without_position(&e.to_string()))))
-}
-
 /// `message` without serde_json's trailing " at line L column C": the error wrapping it gets the position again.
 fn without_position(message: &str) -> &str {
     let Some(at) = message.rfind(" at line ") else { return message };
@@ -235,200 +234,301 @@ fn without_position(message: &str) -> &str {
     }
 }
 
-/// What a field becomes once the whole object was read: `required` fields must have been present and not
-/// `null`; `default` fields fall back to their type's default (`None`, empty, zero).
-macro_rules! finish_field {
-    (required, $value:expr, $go:literal) => {
-        $value.ok_or_else(|| de::Error::custom(concat!("field `", $go, "` is missing or null")))?
-    };
-    (default, $value:expr, $go:literal) => {
-        $value.unwrap_or_default()
-    };
+/// For fields Go leaves at their zero value when the key is `null` (and, with `#[serde(default)]`, missing).
+fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(deserializer: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// Declares a wire struct (optionally with the lifetime of the body it borrows from): serialised with its Go
-/// field names, deserialised with Go's key matching.
-macro_rules! wire_struct {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident $(<$lt:lifetime>)? {
-            $(
-                $(#[$field_meta:meta])*
-                $field:ident : $ty:ty = $go:literal, $mode:ident;
-            )*
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-        pub struct $name $(<$lt>)? {
-            $(
-                $(#[$field_meta])*
-                #[serde(rename = $go)]
-                pub $field: $ty,
-            )*
-        }
-
-        impl<'de $(, $lt)?> WireMessage<'de> for $name $(<$lt>)? where $('de: $lt)? {
-            const NAME: &'static str = stringify!($name);
-        }
-
-        impl<'de $(, $lt)?> Deserialize<'de> for $name $(<$lt>)? where $('de: $lt)? {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                #[allow(non_camel_case_types)]
-                enum Field {
-                    $($field,)*
-                    Unknown,
-                }
-
-                struct KeyVisitor;
-
-                impl Visitor<'_> for KeyVisitor {
-                    type Value = Field;
-
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str("a field name")
-                    }
-
-                    fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
-                        $(
-                            if go_key_matches(key, $go) {
-                                return Ok(Field::$field);
-                            }
-                        )*
-                        Ok(Field::Unknown)
-                    }
-                }
-
-                impl<'de> Deserialize<'de> for Field {
-                    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                        deserializer.deserialize_identifier(KeyVisitor)
-                    }
-                }
-
-                struct ObjectVisitor<T>(PhantomData<T>);
-
-                impl<'de $(, $lt)?> Visitor<'de> for ObjectVisitor<$name $(<$lt>)?> where $('de: $lt)? {
-                    type Value = $name $(<$lt>)?;
-
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str(concat!("a JSON object (", stringify!($name), ")"))
-                    }
-
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                        $(let mut $field: Option<$ty> = None;)*
-                        while let Some(key) = map.next_key::<Field>()? {
-                            match key {
-                                $(Field::$field => $field = field_value(&mut map, $go)?,)*
-                                Field::Unknown => {
-                                    map.next_value::<IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        Ok($name { $($field: finish_field!($mode, $field, $go),)* })
-                    }
-                }
-
-                deserializer.deserialize_map(ObjectVisitor(PhantomData))
+/// The wire structs derive their serde code with `#[serde(remote = "Self")]`, which turns it into inherent
+/// functions; their `Deserialize` impls run that code through [`GoObject`], so that every wire struct, however
+/// deeply nested, reads Go's way. Serialisation is the derived one as it is.
+macro_rules! go_wire_impls {
+    ($($name:ident $(<$lt:lifetime>)?),* $(,)?) => {$(
+        impl $(<$lt>)? Serialize for $name $(<$lt>)? {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                $name::serialize(self, serializer)
             }
         }
-    };
+
+        impl<'de $(: $lt, $lt)?> Deserialize<'de> for $name $(<$lt>)? {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                $name::deserialize(GoObject(deserializer))
+            }
+        }
+
+        impl<'de $(: $lt, $lt)?> WireMessage<'de> for $name $(<$lt>)? {
+            const NAME: &'static str = stringify!($name);
+        }
+    )*};
 }
 
-wire_struct! {
-    /// The body of a filter or prioritize call: the pod and the candidate nodes, as full objects (`Nodes`) or,
-    /// when the extender is `nodeCacheCapable`, as names (`NodeNames`); the other one is `null`.
-    pub struct ExtenderArgs<'a> {
-        /// The pod being scheduled.
-        pod: Pod = "Pod", required;
-        /// The candidate nodes, when the extender is not `nodeCacheCapable`.
-        nodes: Option<NodeList> = "Nodes", default;
-        /// The candidate node names, when the extender is `nodeCacheCapable`.
-        node_names: Option<NodeNames<'a>> = "NodeNames", default;
+/// Hands a derived struct deserialiser (which asks only for `deserialize_struct`) a JSON object whose keys match
+/// the field names as Go matches them, where `null` counts as a missing key, and where an error in a field's
+/// value names the field.
+struct GoObject<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for GoObject<D> {
+    type Error = D::Error;
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(ObjectVisitor { name, fields, visitor })
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
     }
 }
 
-wire_struct! {
-    /// The answer to a filter call. A nodeCacheCapable extender answers with `NodeNames`, each one of the names
-    /// it was sent.
-    pub struct ExtenderFilterResult<'a> {
-        /// The nodes that passed, when the request carried `Nodes`.
-        nodes: Option<NodeList> = "Nodes", default;
-        /// The names of the nodes that passed, when the request carried `NodeNames`.
-        node_names: Option<NodeNames<'a>> = "NodeNames", default;
-        /// Nodes that failed, with reasons; kube-scheduler may preempt on these.
-        failed_nodes: FailedNodes<'a> = "FailedNodes", default;
-        /// Nodes that failed where preemption cannot help, with reasons; kube-scheduler will not preempt there.
-        failed_and_unresolvable_nodes: FailedNodes<'a> = "FailedAndUnresolvableNodes", default;
-        /// Non-empty when the whole call failed.
-        error: String = "Error", default;
+/// Accepts only a JSON object (not the sequence form derived code also accepts).
+struct ObjectVisitor<V> {
+    name: &'static str,
+    fields: &'static [&'static str],
+    visitor: V,
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for ObjectVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a JSON object ({})", self.name)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.visitor.visit_map(GoMap { map, fields: self.fields, field: None }).map_err(|GoError(e)| e)
     }
 }
 
-wire_struct! {
-    /// One node's score in a prioritize answer (0..=[`MAX_EXTENDER_PRIORITY`]).
-    pub struct HostPriority {
-        host: String = "Host", default;
-        score: i64 = "Score", default;
+/// The entries of a wire struct's object, with keys replaced by the field names they match.
+struct GoMap<A> {
+    map: A,
+    fields: &'static [&'static str],
+    /// The field whose value comes next; `None` after an unknown key.
+    field: Option<&'static str>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for GoMap<A> {
+    type Error = GoError<A::Error>;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Self::Error> {
+        let Some(CowStr(key)) = self.map.next_key().map_err(GoError)? else { return Ok(None) };
+        self.field = self.fields.iter().copied().find(|field| go_key_matches(&key, field));
+        let key = match self.field {
+            Some(field) => seed.deserialize(BorrowedStrDeserializer::new(field)),
+            // Derived code skips keys that are not its fields.
+            None => seed.deserialize(StrDeserializer::new(&key)),
+        };
+        key.map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+        let Some(field) = self.field else { return self.map.next_value_seed(seed).map_err(GoError) };
+        match self.map.next_value_seed(NullOr(seed)) {
+            Ok(Ok(value)) => Ok(value),
+            // As if the key were missing: `Option` and `or_default` fields accept it, others are required.
+            Ok(Err(seed)) => seed
+                .deserialize(UnitDeserializer::new())
+                .map_err(|_: GoError<A::Error>| de::Error::missing_field(field)),
+            Err(e) => Err(GoError(de::Error::custom(format_args!("{field}: {}", without_position(&e.to_string()))))),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.map.size_hint()
     }
 }
 
-wire_struct! {
-    /// The body of a bind call: bind this pod to this node.
-    pub struct ExtenderBindingArgs {
-        pod_name: String = "PodName", default;
-        pod_namespace: String = "PodNamespace", default;
-        pod_uid: String = "PodUID", default;
-        node: String = "Node", default;
+/// Reads a value with `seed`, or gives `seed` back if the value is `null`.
+struct NullOr<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for NullOr<S> {
+    type Value = Result<S::Value, S>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
     }
 }
 
-wire_struct! {
-    /// The answer to a bind call; an empty `Error` means the binding was made.
-    pub struct ExtenderBindingResult {
-        error: String = "Error", default;
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for NullOr<S> {
+    type Value = Result<S::Value, S>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(self.0))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(deserializer).map(Ok)
     }
 }
 
-wire_struct! {
-    /// The body of a preempt call: kube-scheduler's proposed victims per node, as full pods or (when the extender
-    /// is `nodeCacheCapable`) as UIDs.
-    pub struct ExtenderPreemptionArgs {
-        /// The pod that preempts.
-        pod: Pod = "Pod", required;
-        node_name_to_victims: BTreeMap<String, Victims> = "NodeNameToVictims", default;
-        node_name_to_meta_victims: BTreeMap<String, MetaVictims> = "NodeNameToMetaVictims", default;
+/// The error of [`GoMap`]: the underlying one, with a missing field reported the way a `null` one is (both are
+/// Go's nil).
+#[derive(Debug)]
+struct GoError<E>(E);
+
+impl<E: fmt::Display> fmt::Display for GoError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
-wire_struct! {
-    /// The answer to a preempt call: the nodes (a subset of those proposed) and victims the extender accepts.
-    pub struct ExtenderPreemptionResult {
-        node_name_to_meta_victims: BTreeMap<String, MetaVictims> = "NodeNameToMetaVictims", default;
+impl<E: std::error::Error> std::error::Error for GoError<E> {}
+
+impl<E: de::Error> de::Error for GoError<E> {
+    fn custom<T: fmt::Display>(message: T) -> Self {
+        GoError(E::custom(message))
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        GoError(E::custom(format_args!("field `{field}` is missing or null")))
     }
 }
 
-wire_struct! {
-    /// The pods to evict on one node, as full objects.
-    pub struct Victims {
-        pods: Vec<Pod> = "Pods", default;
-        num_pdb_violations: i64 = "NumPDBViolations", default;
-    }
+/// The body of a filter or prioritize call: the pod and the candidate nodes, as full objects (`Nodes`) or, when
+/// the extender is `nodeCacheCapable`, as names (`NodeNames`); the other one is `null`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ExtenderArgs<'a> {
+    /// The pod being scheduled.
+    #[serde(rename = "Pod")]
+    pub pod: Pod,
+    /// The candidate nodes, when the extender is not `nodeCacheCapable`.
+    #[serde(rename = "Nodes")]
+    pub nodes: Option<NodeList>,
+    /// The candidate node names, when the extender is `nodeCacheCapable`.
+    #[serde(rename = "NodeNames", borrow)]
+    pub node_names: Option<NodeNames<'a>>,
 }
 
-wire_struct! {
-    /// The pods to evict on one node, by UID.
-    pub struct MetaVictims {
-        pods: Vec<MetaPod> = "Pods", default;
-        num_pdb_violations: i64 = "NumPDBViolations", default;
-    }
+/// The answer to a filter call. A nodeCacheCapable extender answers with `NodeNames`, each one of the names it was
+/// sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ExtenderFilterResult<'a> {
+    /// The nodes that passed, when the request carried `Nodes`.
+    #[serde(rename = "Nodes")]
+    pub nodes: Option<NodeList>,
+    /// The names of the nodes that passed, when the request carried `NodeNames`.
+    #[serde(rename = "NodeNames", borrow)]
+    pub node_names: Option<NodeNames<'a>>,
+    /// Nodes that failed, with reasons; kube-scheduler may preempt on these.
+    #[serde(rename = "FailedNodes", borrow, default, deserialize_with = "or_default")]
+    pub failed_nodes: FailedNodes<'a>,
+    /// Nodes that failed where preemption cannot help, with reasons; kube-scheduler will not preempt there.
+    #[serde(rename = "FailedAndUnresolvableNodes", borrow, default, deserialize_with = "or_default")]
+    pub failed_and_unresolvable_nodes: FailedNodes<'a>,
+    /// Non-empty when the whole call failed.
+    #[serde(rename = "Error", default, deserialize_with = "or_default")]
+    pub error: String,
 }
 
-wire_struct! {
-    /// A pod named by its UID.
-    pub struct MetaPod {
-        uid: String = "UID", default;
-    }
+/// One node's score in a prioritize answer (0..=[`MAX_EXTENDER_PRIORITY`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct HostPriority {
+    #[serde(rename = "Host", default, deserialize_with = "or_default")]
+    pub host: String,
+    #[serde(rename = "Score", default, deserialize_with = "or_default")]
+    pub score: i64,
 }
+
+/// The body of a bind call: bind this pod to this node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ExtenderBindingArgs {
+    #[serde(rename = "PodName", default, deserialize_with = "or_default")]
+    pub pod_name: String,
+    #[serde(rename = "PodNamespace", default, deserialize_with = "or_default")]
+    pub pod_namespace: String,
+    #[serde(rename = "PodUID", default, deserialize_with = "or_default")]
+    pub pod_uid: String,
+    #[serde(rename = "Node", default, deserialize_with = "or_default")]
+    pub node: String,
+}
+
+/// The answer to a bind call; an empty `Error` means the binding was made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ExtenderBindingResult {
+    #[serde(rename = "Error", default, deserialize_with = "or_default")]
+    pub error: String,
+}
+
+/// The body of a preempt call: kube-scheduler's proposed victims per node, as full pods or (when the extender is
+/// `nodeCacheCapable`) as UIDs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ExtenderPreemptionArgs {
+    /// The pod that preempts.
+    #[serde(rename = "Pod")]
+    pub pod: Pod,
+    #[serde(rename = "NodeNameToVictims", default, deserialize_with = "or_default")]
+    pub node_name_to_victims: BTreeMap<String, Victims>,
+    #[serde(rename = "NodeNameToMetaVictims", default, deserialize_with = "or_default")]
+    pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
+}
+
+/// The answer to a preempt call: the nodes (a subset of those proposed) and victims the extender accepts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ExtenderPreemptionResult {
+    #[serde(rename = "NodeNameToMetaVictims", default, deserialize_with = "or_default")]
+    pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
+}
+
+/// The pods to evict on one node, as full objects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Victims {
+    #[serde(rename = "Pods", default, deserialize_with = "or_default")]
+    pub pods: Vec<Pod>,
+    #[serde(rename = "NumPDBViolations", default, deserialize_with = "or_default")]
+    pub num_pdb_violations: i64,
+}
+
+/// The pods to evict on one node, by UID.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct MetaVictims {
+    #[serde(rename = "Pods", default, deserialize_with = "or_default")]
+    pub pods: Vec<MetaPod>,
+    #[serde(rename = "NumPDBViolations", default, deserialize_with = "or_default")]
+    pub num_pdb_violations: i64,
+}
+
+/// A pod named by its UID.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct MetaPod {
+    #[serde(rename = "UID", default, deserialize_with = "or_default")]
+    pub uid: String,
+}
+
+go_wire_impls!(
+    ExtenderArgs<'a>,
+    ExtenderFilterResult<'a>,
+    HostPriority,
+    ExtenderBindingArgs,
+    ExtenderBindingResult,
+    ExtenderPreemptionArgs,
+    ExtenderPreemptionResult,
+    Victims,
+    MetaVictims,
+    MetaPod,
+);
 
 #[cfg(test)]
 mod tests {
@@ -443,6 +543,41 @@ mod tests {
         for key in ["NodeName", "Node_Names", "NodeNamesX", "", "NödeNames"] {
             assert!(!go_key_matches(key, "NodeNames"), "{key}");
         }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let e = decode::<ExtenderArgs>(br#"{"Pod": {}, "NodeNames": ["a"], "nodenames": ["b"]}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate field `NodeNames`"), "{e}");
+        let e = decode::<ExtenderPreemptionResult>(
+            br#"{"NodeNameToMetaVictims": {"n": {"Pods": [{"UID": "a", "uid": "b"}]}}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("NodeNameToMetaVictims: Pods: duplicate field `UID`"), "{e}");
+    }
+
+    #[test]
+    fn null_reads_as_missing() {
+        let e = decode::<ExtenderArgs>(br#"{"Pod": null, "NodeNames": ["a"]}"#).unwrap_err().to_string();
+        assert!(e.ends_with("field `Pod` is missing or null at line 1 column 12"), "reported where it is: {e}");
+        let answer: ExtenderFilterResult =
+            decode(br#"{"Nodes": null, "NodeNames": null, "FailedNodes": null, "Error": null}"#).unwrap();
+        assert_eq!(answer, ExtenderFilterResult::default());
+        let scores: HostPriorityList = decode(br#"[{"Host": null, "Score": null}]"#).unwrap();
+        assert_eq!(scores, vec![HostPriority::default()]);
+        let preempt: ExtenderPreemptionResult =
+            decode(br#"{"NodeNameToMetaVictims": {"n": {"Pods": [{"UID": null}], "NumPDBViolations": null}}}"#)
+                .unwrap();
+        assert_eq!(preempt.node_name_to_meta_victims["n"].pods, vec![MetaPod::default()]);
+    }
+
+    #[test]
+    fn the_inherent_deserialize_is_the_plain_derived_one() {
+        let body = r#"{"podname": "p"}"#;
+        let go: ExtenderBindingArgs = serde_json::from_str(body).unwrap();
+        assert_eq!(go.pod_name, "p");
+        let plain = ExtenderBindingArgs::deserialize(&mut serde_json::Deserializer::from_str(body)).unwrap();
+        assert_eq!(plain.pod_name, "", "exact keys only");
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub struct Gang {
     pub recorded: Vec<(u16, NodeId)>,
     /// Per node, the capacity of recorded slots the gang no longer holds there (neither a slot nor a member bound
     /// there): given back in the model but not yet in the record, so a restart could restore it. Kept out of
-    /// everyone's reach ([`Node::unreleased`]) until a status write gives it up.
+    /// everyone's reach ([`Node::unreleased`](crate::core::Node::unreleased)) until a status write gives it up.
     pub unreleased: Vec<(NodeId, Resources)>,
 }
 

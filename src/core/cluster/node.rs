@@ -32,7 +32,7 @@ pub struct Node {
     pub held: Resources,
     /// Capacity the model has given back (a slot moved away, an admission released) that a gang's durable record
     /// still claims until the write saying otherwise lands: nobody may take it, or a restart in between would
-    /// restore two gangs onto it. See [`Gang::unreleased`].
+    /// restore two gangs onto it. See [`Gang::unreleased`](crate::core::Gang::unreleased).
     pub unreleased: Resources,
     /// What-if capacity during reclaim planning only; always zero outside it.
     pub bonus: Resources,
