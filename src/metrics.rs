@@ -20,6 +20,7 @@ pub struct Metrics {
     pub leader: IntGauge,
     pub watch_restarts: IntCounterVec,
     pub action_failures: IntCounterVec,
+    pub actions_completed: IntCounterVec,
     pub action_queue_depth: IntGauge,
     pub evictions_refused: IntCounter,
     pub expired_gangs: IntCounter,
@@ -89,6 +90,14 @@ impl Metrics {
                 &["kind"],
             )
             .expect("valid metric"),
+            actions_completed: IntCounterVec::new(
+                Opts::new(
+                    "muster_actions_completed_total",
+                    "Writes to the cluster completed by kind (made, or found unnecessary: the object gone or already so)",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
             action_queue_depth: IntGauge::new(
                 "muster_action_queue_depth",
                 "Writes to the cluster waiting to be made or retried, plus those in flight",
@@ -120,6 +129,7 @@ impl Metrics {
             Box::new(m.leader.clone()),
             Box::new(m.watch_restarts.clone()),
             Box::new(m.action_failures.clone()),
+            Box::new(m.actions_completed.clone()),
             Box::new(m.action_queue_depth.clone()),
             Box::new(m.evictions_refused.clone()),
             Box::new(m.expired_gangs.clone()),

@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use muster::api::{PodGroup, names};
 use muster::index::convert::spark_pod_group_name;
+use support::muster::prometheus_sample;
 use support::{
     E2E_TIMEOUT, ExtenderMode, HOLD, MusterConfig, MusterEnv, PodHistory, TestNode, Transition, assert_never_bound,
     assert_no_node_overcommitted, bound_node, fetch_state, gang_pod, member_template, muster_pod, pod_condition,
@@ -465,4 +466,75 @@ async fn a_driver_waits_until_its_executors_fit_the_spot_pool() {
         })
         .await;
     assert!(g.is_admitted(), "{}", g.describe());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A restart writes no status that did not change.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The `status` of a PodGroup as the API server holds it.
+async fn stored_status(env: &MusterEnv, name: &str) -> serde_json::Value {
+    let pg = env.pod_groups().get(name).await.unwrap_or_else(|e| panic!("PodGroup {name}: {e}"));
+    serde_json::to_value(&pg.status).expect("a status serialises")
+}
+
+/// A running gang and a gang that can never fit, their statuses written; muster is killed and restarted. The
+/// restarted muster finds every PodGroup and Queue status already as it would write it, so it writes none: with
+/// thousands of PodGroups, rewriting them all after each restart is a burst of patches the API server pays for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_muster_rewrites_no_status_that_has_not_changed() {
+    let config = MusterConfig::for_tests().status_interval("200ms");
+    let mut env = MusterEnv::start("restart-status", &config, ExtenderMode::NodeNames).await;
+    env.control_plane.create_node(&TestNode::new("node-1", "4", "8Gi")).await;
+    let runs = env.create_simple_gang("runs", "default", 2, "1", "1Gi").await;
+    env.wait_all_bound(&runs).await;
+    env.create_simple_gang("never", "default", 3, "3", "1Gi").await;
+
+    let phase = |status: &serde_json::Value| status["phase"].as_str().unwrap_or_default().to_string();
+    wait_until("both PodGroups' statuses are written", E2E_TIMEOUT, || async {
+        let (runs, never) = (stored_status(&env, "runs").await, stored_status(&env, "never").await);
+        let written = phase(&runs) == "Running"
+            && runs["running"] == 2
+            && phase(&never) == "Pending"
+            && never["conditions"].as_array().is_some_and(|c| !c.is_empty());
+        if written { Ok(()) } else { Err(format!("runs: {runs}, never: {never}")) }
+    })
+    .await;
+    // Ten status intervals: anything still to be written before the restart is written.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = (stored_status(&env, "runs").await, stored_status(&env, "never").await);
+
+    env.muster.kill9();
+    env.muster.restart().await;
+    env.wait_for_state("the restarted muster has both gangs back", |state| {
+        let runs = state.gang(&env.namespace, "runs").ok_or("gang runs not in /state")?;
+        let never = state.gang(&env.namespace, "never").ok_or("gang never not in /state")?;
+        if runs.is_admitted() && runs.bound == 2 && never.is_pending() {
+            Ok(())
+        } else {
+            Err(format!("{} / {}", runs.describe(), never.describe()))
+        }
+    })
+    .await;
+    // Ten status intervals and several admission cycles of the new process.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let metrics = env.muster.metrics().await;
+    let status_writes = prometheus_sample(&metrics, "muster_actions_completed_total", "kind=\"status\"");
+    let after = (stored_status(&env, "runs").await, stored_status(&env, "never").await);
+    assert_eq!(after, before, "the statuses are what they were before the restart");
+    assert_eq!(
+        status_writes,
+        0.0,
+        "the restarted muster wrote {status_writes} statuses that had not changed; its log:\n{}",
+        env.muster.log_tail(40)
+    );
+    // The counter counts: a change after the restart is written.
+    env.create_simple_gang("later", "default", 1, "1", "1Gi").await;
+    wait_until("the new gang's status is written and counted", E2E_TIMEOUT, || async {
+        let writes =
+            prometheus_sample(&env.muster.metrics().await, "muster_actions_completed_total", "kind=\"status\"");
+        if writes > 0.0 { Ok(()) } else { Err("no status write counted yet".to_string()) }
+    })
+    .await;
 }

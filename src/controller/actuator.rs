@@ -88,7 +88,7 @@ impl Action {
         }
     }
 
-    /// The `kind` label of `muster_action_failures_total`.
+    /// The `kind` label of `muster_action_failures_total` and `muster_actions_completed_total`.
     fn kind(&self) -> &'static str {
         match self {
             Action::Touch { .. } => "touch",
@@ -256,7 +256,10 @@ pub async fn run(
                     carry_admission(&job.action, next);
                 }
                 match verdict {
-                    Verdict::Done => report_done(&job.action, &outcomes),
+                    Verdict::Done => {
+                        metrics.actions_completed.with_label_values(&[job.action.kind()]).inc();
+                        report_done(&job.action, &outcomes)
+                    }
                     Verdict::Retry(error) => {
                         metrics.action_failures.with_label_values(&[job.action.kind()]).inc();
                         debug!(%key, attempt = job.attempt, %error, "write failed; retrying with backoff");

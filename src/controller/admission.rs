@@ -822,18 +822,39 @@ impl AdmissionTask {
         for e in events {
             self.act(e);
         }
+        // What was last written, else what the object already holds: a restarted muster finds most statuses as
+        // it would write them, and writing them again would cost the API server a patch per PodGroup.
         for ((namespace, name), status) in groups {
-            if self.written_groups.get(&(namespace.clone(), name.clone())) == Some(&status) {
-                continue;
+            let key = (namespace, name);
+            let unchanged = match self.written_groups.get(&key) {
+                Some(written) => *written == status,
+                None => self.stored_podgroup_status(&key.0, &key.1).is_some_and(|stored| stored == status),
+            };
+            if !unchanged {
+                let (namespace, name) = key;
+                self.act(Action::PodGroupStatus { namespace, name, status, record: None });
             }
-            self.act(Action::PodGroupStatus { namespace, name, status, record: None });
         }
         for (name, status) in queues {
-            if self.written_queues.get(&name) == Some(&status) {
-                continue;
+            let unchanged = match self.written_queues.get(&name) {
+                Some(written) => *written == status,
+                None => self
+                    .index
+                    .queue_object(&name)
+                    .and_then(|q| q.status.as_ref())
+                    .is_some_and(|stored| serde_json::to_value(stored).is_ok_and(|stored| stored == status)),
+            };
+            if !unchanged {
+                self.act(Action::QueueStatus { name, status });
             }
-            self.act(Action::QueueStatus { name, status });
         }
+    }
+
+    /// The status a PodGroup holds as last seen by the watch, in the form muster writes it.
+    fn stored_podgroup_status(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let key = GangKey::PodGroup { namespace: namespace.to_string(), name: name.to_string() };
+        let status = self.index.gang(&key)?.podgroup.as_ref()?.status.as_ref()?;
+        serde_json::to_value(status).ok()
     }
 
     /// The Kubernetes object that stands for a gang in Events: its PodGroup, or its pod.

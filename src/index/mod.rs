@@ -265,6 +265,11 @@ impl Index {
         self.pods_by_name.get(&(namespace.to_string(), name.to_string())).map(String::as_str)
     }
 
+    /// A Queue object as last seen by the watch.
+    pub fn queue_object(&self, name: &str) -> Option<&Arc<Queue>> {
+        self.queues.get(name)
+    }
+
     pub fn gang(&self, key: &GangKey) -> Option<&GangEntry> {
         self.gangs.get(key)
     }
