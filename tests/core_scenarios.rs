@@ -536,3 +536,27 @@ fn a_restored_record_skips_the_slots_its_bound_members_consumed() {
     assert_eq!(restored, vec![n1], "the missing member's slot is the one on n1; n0's went to the bound member");
     c.check_invariants().unwrap();
 }
+
+/// Found by `tests/input_fuzz.rs`: a gang whose templates change while its members are pending keeps them as
+/// members, and a change to an invalid spec is refused without touching the gang.
+#[test]
+fn changing_a_pending_gangs_templates_keeps_its_members_and_refuses_an_invalid_spec() {
+    let mut c = Cluster::new();
+    c.add_node(node("n0", 4000, 16 * GI)).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let g = c.add_gang(gang("pg", q, 0, vec![template("shape-0", 1000, GI, 1, u32::MAX)])).unwrap();
+    let spec = PodSpec { name: "w-0".into(), request: request(1000, GI), member: Some((g, 0)), priority: 0 };
+    let p = c.add_pod(spec, None, 1).unwrap();
+
+    c.update_gang(g, gang("pg", q, 0, vec![template("t0", 1000, GI, 1, 1)])).unwrap();
+    assert_eq!(c.pod(p).unwrap().spec.member, Some((g, 0)), "the pending pod is still a member");
+    assert_eq!(c.gang(g).unwrap().pods, vec![p]);
+    c.run_cycle(1_000, &policy());
+    c.check_invariants().unwrap();
+
+    let err = c.update_gang(g, gang("pg", q, 0, vec![template("t0", 1000, GI, 0, 1)])).unwrap_err();
+    assert!(err.to_string().contains("minimum is zero"), "{err}");
+    assert_eq!(c.gang(g).unwrap().spec.templates[0].min, 1, "the gang is unchanged");
+    assert_eq!(c.pod(p).unwrap().spec.member, Some((g, 0)));
+    c.check_invariants().unwrap();
+}

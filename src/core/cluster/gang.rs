@@ -238,7 +238,8 @@ impl Gang {
 }
 
 impl Cluster {
-    pub fn add_gang(&mut self, spec: GangSpec) -> Result<GangId, CoreError> {
+    /// Why `spec` cannot be a gang, if it cannot.
+    fn validate_gang(&self, spec: &GangSpec) -> Result<(), CoreError> {
         let invalid = |reason: String| CoreError::InvalidGang { gang: spec.name.clone(), reason };
         if self.queues.get(spec.queue.0).is_none() {
             return Err(invalid(format!("unknown queue #{}", spec.queue.0)));
@@ -257,6 +258,11 @@ impl Cluster {
         if spec.templates.iter().all(|t| t.min == 0) {
             return Err(invalid("minimum is zero: nothing to admit".to_string()));
         }
+        Ok(())
+    }
+
+    pub fn add_gang(&mut self, spec: GangSpec) -> Result<GangId, CoreError> {
+        self.validate_gang(&spec)?;
         let classes: Vec<ClassId> = {
             let Cluster { capacity, nodes, .. } = self;
             spec.templates.iter().map(|t| capacity.acquire(&t.placement, &Nodes(nodes))).collect()
@@ -294,6 +300,8 @@ impl Cluster {
         if gang.spec == spec {
             return Ok(());
         }
+        // Refused before anything changes: the gang stays as it was.
+        self.validate_gang(&spec)?;
         let holds_nothing =
             gang.slots.is_empty() && gang.pods.iter().all(|p| self.pods.get(p.0).is_none_or(|p| p.node.is_none()));
         if gang.spec.templates != spec.templates || gang.spec.queue != spec.queue {
@@ -303,18 +311,23 @@ impl Cluster {
                     reason: "templates and queue cannot change once members are reserved or bound".to_string(),
                 });
             }
-            let pods = gang.pods.clone();
+            // Removing the gang detaches its pods (all pending here), so note their templates first. A pod whose
+            // template no longer exists stays detached until it is resolved again.
+            let members: Vec<(PodId, u16)> = gang
+                .pods
+                .iter()
+                .filter_map(|p| Some((*p, self.pods.get(p.0)?.spec.member?.1)))
+                .filter(|(_, t)| (*t as usize) < spec.templates.len())
+                .collect();
             self.remove_gang(id)?;
             let new_id = self.add_gang(spec)?;
             debug_assert_eq!(new_id, id, "a just-freed id is reused first");
-            for p in pods {
-                if let Some(pod) = self.pods.get_mut(p.0) {
-                    pod.spec.member = pod.spec.member.map(|(_, t)| (new_id, t));
-                    let unbound = pod.node.is_none();
-                    let g = self.gang_mut(new_id);
-                    g.pods.push(p);
-                    g.unbound += u32::from(unbound);
-                }
+            for (p, t) in members {
+                let Some(pod) = self.pods.get_mut(p.0) else { continue };
+                pod.spec.member = Some((new_id, t));
+                let g = self.gang_mut(new_id);
+                g.pods.push(p);
+                g.unbound += 1;
             }
             return Ok(());
         }
