@@ -823,29 +823,32 @@ impl AdmissionTask {
             self.act(e);
         }
         // What was last written, else what the object already holds: a restarted muster finds most statuses as
-        // it would write them, and writing them again would cost the API server a patch per PodGroup.
+        // it would write them, and writing them again would cost the API server a patch per PodGroup. A stored
+        // status found equal counts as written, so it is serialised for comparison once, not every interval.
         for ((namespace, name), status) in groups {
             let key = (namespace, name);
-            let unchanged = match self.written_groups.get(&key) {
-                Some(written) => *written == status,
-                None => self.stored_podgroup_status(&key.0, &key.1).is_some_and(|stored| stored == status),
-            };
-            if !unchanged {
-                let (namespace, name) = key;
-                self.act(Action::PodGroupStatus { namespace, name, status, record: None });
+            match self.written_groups.get(&key) {
+                Some(written) if *written == status => {}
+                None if self.stored_podgroup_status(&key.0, &key.1).is_some_and(|stored| stored == status) => {
+                    self.written_groups.insert(key, status);
+                }
+                _ => {
+                    let (namespace, name) = key;
+                    self.act(Action::PodGroupStatus { namespace, name, status, record: None });
+                }
             }
         }
         for (name, status) in queues {
-            let unchanged = match self.written_queues.get(&name) {
-                Some(written) => *written == status,
-                None => self
-                    .index
-                    .queue_object(&name)
-                    .and_then(|q| q.status.as_ref())
-                    .is_some_and(|stored| serde_json::to_value(stored).is_ok_and(|stored| stored == status)),
+            let stored_equal = || {
+                let stored = self.index.queue_object(&name).and_then(|q| q.status.as_ref());
+                stored.is_some_and(|stored| serde_json::to_value(stored).is_ok_and(|stored| stored == status))
             };
-            if !unchanged {
-                self.act(Action::QueueStatus { name, status });
+            match self.written_queues.get(&name) {
+                Some(written) if *written == status => {}
+                None if stored_equal() => {
+                    self.written_queues.insert(name, status);
+                }
+                _ => self.act(Action::QueueStatus { name, status }),
             }
         }
     }

@@ -363,16 +363,21 @@ impl Cluster {
         Ok(self.gang(id).expect("live").spec.templates.len() as u16 - 1)
     }
 
+    /// Releases everything a gang holds that is not a bound pod: its slots, the capacity held for it as a waiting
+    /// head, and its admission record (so a successor never restores it).
+    fn give_up_capacity(&mut self, id: GangId) {
+        self.gang_mut(id).recorded.clear();
+        self.release_slots(id);
+        let hold = std::mem::take(&mut self.gang_mut(id).hold);
+        self.unhold(&hold);
+    }
+
     /// Forgets a gang (its PodGroup was deleted or it finished): releases its slots; its pods become foreign.
     pub fn remove_gang(&mut self, id: GangId) -> Result<(), CoreError> {
         if self.gangs.get(id.0).is_none() {
             return Err(CoreError::Unknown { kind: "gang", id: id.0 });
         }
-        // A gang that is gone is not restored: its record claims nothing any more (released with its slots).
-        self.gang_mut(id).recorded.clear();
-        self.release_slots(id);
-        let hold = std::mem::take(&mut self.gang_mut(id).hold);
-        self.unhold(&hold);
+        self.give_up_capacity(id);
         let gang = self.gangs.remove(id.0).expect("checked");
         for pod_id in &gang.pods {
             let Some(pod) = self.pods.get_mut(pod_id.0) else { continue };
@@ -636,11 +641,7 @@ impl Cluster {
         if self.gangs.get(id.0).is_none() {
             return Err(CoreError::Unknown { kind: "gang", id: id.0 });
         }
-        // A gang that is gone is not restored: its record claims nothing any more (released with its slots).
-        self.gang_mut(id).recorded.clear();
-        self.release_slots(id);
-        let hold = std::mem::take(&mut self.gang_mut(id).hold);
-        self.unhold(&hold);
+        self.give_up_capacity(id);
         let gang = self.gang_mut(id);
         gang.phase = GangPhase::Finished;
         gang.reason = None;
