@@ -30,6 +30,9 @@ pub enum Command {
     Serve(crate::serve::ServeArgs),
     /// Print the CustomResourceDefinitions (Queue, PodGroup) as YAML.
     Crds,
+    /// Generate a CA, a server certificate and a client certificate for mutual TLS between kube-scheduler and
+    /// muster running in one pod (ca.crt, tls.crt, tls.key, client.crt, client.key).
+    Certs(crate::serve::CertsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
                 .init();
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(muster::serve::run(a))
         }
+        Command::Certs(a) => muster::serve::run_certs(a),
         Command::Crds => {
             print!("{}", muster::api::crds_yaml());
             Ok(())

@@ -24,6 +24,12 @@ pub struct Metrics {
     pub action_queue_depth: IntGauge,
     pub evictions_refused: IntCounter,
     pub expired_gangs: IntCounter,
+    /// The HTTP edge, by listener (`extender`, `health`, `metrics`).
+    pub http_connections: IntGaugeVec,
+    pub http_connections_refused: IntCounterVec,
+    pub http_rejected_requests: IntCounterVec,
+    pub tls_handshake_failures: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -113,6 +119,44 @@ impl Metrics {
                 "Admitted gangs whose reservations timed out before their members bound",
             )
             .expect("valid metric"),
+            http_connections: IntGaugeVec::new(
+                Opts::new("muster_http_connections", "Open connections by listener"),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            http_connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "muster_http_connections_refused_total",
+                    "Connections closed on arrival because the listener had its maximum open",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            http_rejected_requests: IntCounterVec::new(
+                Opts::new(
+                    "muster_http_rejected_requests_total",
+                    "Requests refused by a bound: body too large (413), over the concurrency limit (503), timed out \
+                     (408), unauthorized (401/403)",
+                ),
+                &["listener", "code"],
+            )
+            .expect("valid metric"),
+            tls_handshake_failures: IntCounterVec::new(
+                Opts::new(
+                    "muster_tls_handshake_failures_total",
+                    "TLS handshakes that failed or timed out (no, expired or untrusted client certificate; not TLS)",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "muster_tls_reloads_total",
+                    "Certificate files found changed on disk, by outcome (loaded, or refused and the previous kept)",
+                ),
+                &["listener", "result"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -133,6 +177,11 @@ impl Metrics {
             Box::new(m.action_queue_depth.clone()),
             Box::new(m.evictions_refused.clone()),
             Box::new(m.expired_gangs.clone()),
+            Box::new(m.http_connections.clone()),
+            Box::new(m.http_connections_refused.clone()),
+            Box::new(m.http_rejected_requests.clone()),
+            Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.tls_reloads.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

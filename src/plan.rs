@@ -191,6 +191,8 @@ pub struct Plans {
     state: RwLock<Arc<StateSnapshot>>,
     /// Bumped on every publication (lets tests and metrics see progress).
     generation: AtomicU64,
+    /// Nodes in the model at the last publication: the extender sizes its request-body limit by it.
+    node_count: AtomicU64,
     pub health: Health,
     feedback: mpsc::Sender<Feedback>,
 }
@@ -202,6 +204,7 @@ impl Plans {
             refused: DashMap::new(),
             state: RwLock::new(Arc::new(StateSnapshot::default())),
             generation: AtomicU64::new(0),
+            node_count: AtomicU64::new(0),
             health,
             feedback,
         }
@@ -234,6 +237,11 @@ impl Plans {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Nodes muster knows (0 until the first publication).
+    pub fn node_count(&self) -> usize {
+        self.node_count.load(Ordering::Relaxed) as usize
+    }
+
     // ----- the writer (the admission task) -----
 
     pub(crate) fn set_pod(&self, uid: &str, plan: PodPlan) {
@@ -263,6 +271,10 @@ impl Plans {
 
     pub(crate) fn set_state(&self, state: StateSnapshot) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+    }
+
+    pub(crate) fn set_node_count(&self, nodes: usize) {
+        self.node_count.store(nodes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn bump(&self) {

@@ -13,7 +13,10 @@ use crate::controller::leader::{self, LeaderConfig};
 use crate::controller::{self, ActuatorConfig, AdmissionConfig};
 use crate::core::Policy;
 use crate::duration::HumanDuration;
-use crate::extender::server::Extender;
+use crate::extender::access::{StateAccess, StateAccessMode};
+use crate::extender::listen::{self, ConnectionLimits};
+use crate::extender::server::{self as http, Extender, RequestLimits};
+use crate::extender::tls::{TlsFiles, TlsReloader};
 use crate::index::{Index, IndexConfig};
 use crate::metrics::Metrics;
 use crate::plan::{Health, Plans};
@@ -24,9 +27,15 @@ pub struct ServeArgs {
     /// Configuration file (see config/muster.yaml for every field).
     #[arg(long, env = "MUSTER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address of the extender, metrics, health and state endpoints.
+    /// Address of the extender verbs (overrides extender.listen).
     #[arg(long, env = "MUSTER_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of /healthz and /readyz (overrides health.listen).
+    #[arg(long, env = "MUSTER_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Address of /metrics and /state (overrides metrics.listen).
+    #[arg(long, env = "MUSTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Prefix of the extender verbs (`POST <prefix>/filter`, `/prioritize`, `/bind`, `/preempt`).
     #[arg(long, env = "MUSTER_URL_PREFIX")]
     pub url_prefix: Option<String>,
@@ -44,14 +53,47 @@ pub struct ServeArgs {
     pub identity: Option<String>,
 }
 
+/// Flags of `muster certs`.
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt, tls.key (the server's) and client.crt, client.key (kube-scheduler's).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DNS names and IP addresses the server certificate is valid for (repeat, or separate with commas).
+    #[arg(long = "host", value_delimiter = ',', default_values_t = ["127.0.0.1".to_string(), "localhost".to_string()])]
+    pub hosts: Vec<String>,
+    /// Common name of the client certificate.
+    #[arg(long, default_value = "kube-scheduler")]
+    pub client_name: String,
+    /// How long the certificates are valid (they are made anew at every start of the pod).
+    #[arg(long, default_value = "365d")]
+    pub valid_for: HumanDuration,
+}
+
+/// `muster certs`: a fresh CA and the two certificates it signs, written to `--out`.
+pub fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
+    use crate::extender::tls::{Pki, Validity};
+    anyhow::ensure!(args.valid_for.0 > 0, "--valid-for must be positive");
+    let pki = Pki::generate(&args.hosts, &args.client_name, Validity::from_now(args.valid_for.std()))?;
+    pki.write_to(&args.out)?;
+    println!(
+        "wrote ca.crt, tls.crt, tls.key, client.crt, client.key to {} (server: {})",
+        args.out.display(),
+        args.hosts.join(", ")
+    );
+    Ok(())
+}
+
 /// The configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ServeConfig {
     pub scheduler_name: String,
     pub default_queue: String,
-    pub listen: SocketAddr,
     pub url_prefix: String,
+    pub extender: ExtenderListenerConfig,
+    pub health: PlainListenerConfig,
+    pub metrics: MetricsListenerConfig,
     pub cycle_interval: HumanDuration,
     pub status_interval: HumanDuration,
     /// A refused eviction (a PodDisruptionBudget's 429, a 5xx) is retried this long, then given up: the victim
@@ -61,6 +103,76 @@ pub struct ServeConfig {
     pub watch_stale_after: HumanDuration,
     pub leader_election: LeaderElectionConfig,
     pub policy: PolicyConfig,
+}
+
+/// The extender verbs' listener: mutual TLS, or plain HTTP on loopback only (kube-scheduler as a sidecar).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ExtenderListenerConfig {
+    pub listen: SocketAddr,
+    /// Serve TLS with this certificate and require client certificates signed by its client CA.
+    pub tls: Option<TlsFiles>,
+    /// The TLS files are re-read this often; a change is used for new connections.
+    pub tls_reload_interval: HumanDuration,
+    /// Allow plain HTTP on an address other than loopback (anyone who reaches it could bind pods as muster).
+    #[serde(rename = "insecurePlainHTTP")]
+    pub insecure_plain_http: bool,
+    pub max_connections: usize,
+    pub max_concurrent_requests: usize,
+    pub request_timeout: HumanDuration,
+    /// Ceiling of the request body; below it, the limit is sized by the cluster's node count.
+    pub max_body_bytes: usize,
+    /// A TLS handshake not completed by then is dropped.
+    pub handshake_timeout: HumanDuration,
+    /// A request's headers not received by then close the connection (also how long a keep-alive connection may
+    /// sit idle).
+    pub header_read_timeout: HumanDuration,
+}
+
+impl Default for ExtenderListenerConfig {
+    fn default() -> Self {
+        ExtenderListenerConfig {
+            listen: "127.0.0.1:8888".parse().expect("valid address"),
+            tls: None,
+            tls_reload_interval: HumanDuration(10_000),
+            insecure_plain_http: false,
+            max_connections: 16_384,
+            max_concurrent_requests: 64,
+            request_timeout: HumanDuration(10_000),
+            max_body_bytes: 64 << 20,
+            handshake_timeout: HumanDuration(10_000),
+            header_read_timeout: HumanDuration(30_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct PlainListenerConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for PlainListenerConfig {
+    fn default() -> Self {
+        PlainListenerConfig { listen: "0.0.0.0:8081".parse().expect("valid address") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct MetricsListenerConfig {
+    pub listen: SocketAddr,
+    /// Who may read /state: `kubernetes` (a bearer token allowed to list PodGroups) or `open`.
+    pub state_access: StateAccessMode,
+}
+
+impl Default for MetricsListenerConfig {
+    fn default() -> Self {
+        MetricsListenerConfig {
+            listen: "0.0.0.0:9090".parse().expect("valid address"),
+            state_access: StateAccessMode::Kubernetes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,8 +214,10 @@ impl Default for ServeConfig {
         ServeConfig {
             scheduler_name: "muster".into(),
             default_queue: "default".into(),
-            listen: "0.0.0.0:8888".parse().expect("valid address"),
             url_prefix: "/muster".into(),
+            extender: ExtenderListenerConfig::default(),
+            health: PlainListenerConfig::default(),
+            metrics: MetricsListenerConfig::default(),
             cycle_interval: HumanDuration(1_000),
             status_interval: HumanDuration(2_000),
             eviction_timeout: HumanDuration(60_000),
@@ -137,7 +251,13 @@ impl ServeConfig {
             None => ServeConfig::default(),
         };
         if let Some(v) = args.listen {
-            config.listen = v;
+            config.extender.listen = v;
+        }
+        if let Some(v) = args.health_listen {
+            config.health.listen = v;
+        }
+        if let Some(v) = args.metrics_listen {
+            config.metrics.listen = v;
         }
         if let Some(v) = &args.url_prefix {
             config.url_prefix = v.clone();
@@ -154,6 +274,22 @@ impl ServeConfig {
         anyhow::ensure!(config.url_prefix.starts_with('/'), "urlPrefix must start with '/': {:?}", config.url_prefix);
         anyhow::ensure!(config.cycle_interval.0 > 0, "cycleInterval must be positive");
         anyhow::ensure!(config.status_interval.0 > 0, "statusInterval must be positive");
+        let x = &config.extender;
+        anyhow::ensure!(
+            x.tls.is_some() || x.insecure_plain_http || x.listen.ip().is_loopback(),
+            "extender.listen {} is not a loopback address and extender.tls is not set: the extender verbs (bind \
+             among them) would be open to anyone who reaches it. Configure extender.tls (mutual TLS), listen on \
+             127.0.0.1 beside kube-scheduler, or set extender.insecurePlainHTTP: true",
+            x.listen
+        );
+        anyhow::ensure!(
+            x.max_connections > 0 && x.max_concurrent_requests > 0 && x.max_body_bytes > 0,
+            "extender.maxConnections, maxConcurrentRequests and maxBodyBytes must be positive"
+        );
+        anyhow::ensure!(
+            x.request_timeout.0 > 0 && x.handshake_timeout.0 > 0 && x.header_read_timeout.0 > 0 && x.tls_reload_interval.0 > 0,
+            "extender timeouts and tlsReloadInterval must be positive"
+        );
         let le = &config.leader_election;
         anyhow::ensure!(
             le.lease_duration.0 >= 2_000 && le.renew_grace.0 >= 1_000 && le.renew_grace.0 < le.lease_duration.0,
@@ -191,29 +327,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (feedback_tx, feedback_rx) = mpsc::channel(FEEDBACK_BUFFER);
     let plans = Arc::new(Plans::new(Health::new(config.watch_stale_after.std()), feedback_tx));
 
-    // Health, readiness, metrics and /state at once; the extender verbs answer 503 until this replica leads and
-    // has synced.
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    info!(listen = %listener.local_addr()?, prefix = %config.url_prefix, scheduler = %config.scheduler_name, "serving");
-    let extender = Arc::new(Extender {
-        plans: plans.clone(),
-        client: client.clone(),
-        metrics: metrics.clone(),
-        scheduler_name: config.scheduler_name.clone(),
-    });
-    let app = crate::extender::server::router(extender, &config.url_prefix);
+    // The listeners at once (health answers while a standby waits for the Lease); the extender verbs answer 503
+    // until this replica leads and has synced.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut server = tokio::spawn(async move {
-        let mut stop = stop_rx;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
+    let mut servers = start_listeners(&config, &client, &plans, &metrics, stop_rx).await?;
+    // A listener ends only once `stop_tx` says so: one ending before is a failure of the process.
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let listeners = tokio::spawn(async move {
+        let first = servers.join_next().await;
+        let _ = ended_tx.send(format!("{first:?}"));
+        while servers.join_next().await.is_some() {}
     });
-
+    let server_ended = async {
+        match ended_rx.await {
+            Ok(ended) => anyhow::anyhow!("a listener stopped: {ended}"),
+            Err(_) => anyhow::anyhow!("the listeners' supervisor stopped"),
+        }
+    };
+    tokio::pin!(server_ended);
     let mut leadership = None;
     if config.leader_election.enabled {
         let le = &config.leader_election;
@@ -235,7 +366,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let _ = stop_tx.send(true);
                 return Ok(());
             }
-            ended = &mut server => anyhow::bail!("the HTTP server ended: {ended:?}"),
+            ended = &mut server_ended => return Err(ended),
         }
     }
     plans.health.set_leader(true);
@@ -261,7 +392,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         failure = controller => Err(anyhow::Error::new(failure).context("the controller stopped")),
         lost = lost => Err(anyhow::Error::new(lost)),
-        ended = &mut server => Err(anyhow::anyhow!("the HTTP server ended: {ended:?}")),
+        ended = &mut server_ended => Err(ended),
         _ = shutdown() => Ok(()),
     };
     // Stop answering as the leader at once, let requests in flight (a bind) finish, then give the Lease up (a
@@ -269,9 +400,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     plans.health.set_leader(false);
     metrics.leader.set(0);
     let _ = stop_tx.send(true);
-    if !server.is_finished() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut server).await;
-    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(6), listeners).await;
     if let Some(l) = leadership {
         l.release().await;
     }
@@ -280,6 +409,152 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(e) => error!(error = %format!("{e:#}"), "stopping"),
     }
     outcome
+}
+
+/// Binds the three listeners (an address in use fails the start) and serves each in its own task; a task ends
+/// only when `stop` turns true.
+async fn start_listeners(
+    config: &ServeConfig,
+    client: &kube::Client,
+    plans: &Arc<Plans>,
+    metrics: &Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinSet<()>> {
+    let x = &config.extender;
+    let tls = match &x.tls {
+        Some(files) => Some(Arc::new(
+            TlsReloader::load(files.clone()).context("loading the extender's TLS certificate and client CA")?,
+        )),
+        None => None,
+    };
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr} ({what})"))
+    };
+    let extender_listener = bind(x.listen, "extender").await?;
+    let health_listener = bind(config.health.listen, "health").await?;
+    let metrics_listener = bind(config.metrics.listen, "metrics").await?;
+    raise_descriptor_limit(x.max_connections + 2 * PLAIN_MAX_CONNECTIONS);
+    info!(
+        extender = %extender_listener.local_addr()?,
+        tls = tls.is_some(),
+        health = %health_listener.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        prefix = %config.url_prefix,
+        scheduler = %config.scheduler_name,
+        "serving"
+    );
+    let extender = Arc::new(Extender {
+        plans: plans.clone(),
+        client: client.clone(),
+        metrics: metrics.clone(),
+        scheduler_name: config.scheduler_name.clone(),
+    });
+    let request_limits = RequestLimits {
+        max_concurrent_requests: x.max_concurrent_requests,
+        request_timeout: x.request_timeout.std(),
+        max_body_bytes: x.max_body_bytes,
+    };
+    let extender_limits = ConnectionLimits {
+        max_connections: x.max_connections,
+        handshake_timeout: x.handshake_timeout.std(),
+        header_read_timeout: x.header_read_timeout.std(),
+    };
+    let plain_limits = ConnectionLimits {
+        max_connections: PLAIN_MAX_CONNECTIONS,
+        handshake_timeout: PLAIN_HEADER_READ_TIMEOUT,
+        header_read_timeout: PLAIN_HEADER_READ_TIMEOUT,
+    };
+    let access = Arc::new(StateAccess::new(config.metrics.state_access, client.clone()));
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(tls) = &tls {
+        servers.spawn(watch_tls_files(tls.clone(), x.tls_reload_interval.std(), metrics.clone(), stop.clone()));
+    }
+    servers.spawn(listen::serve(
+        "extender",
+        extender_listener,
+        tls,
+        http::extender_router(extender.clone(), &config.url_prefix, request_limits),
+        extender_limits,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    servers.spawn(listen::serve(
+        "health",
+        health_listener,
+        None,
+        http::health_router(extender.clone()),
+        plain_limits,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    servers.spawn(listen::serve(
+        "metrics",
+        metrics_listener,
+        None,
+        http::metrics_router(extender, access),
+        plain_limits,
+        metrics.clone(),
+        stop,
+    ));
+    Ok(servers)
+}
+
+/// Open connections at most on the health and metrics listeners (kubelet's probes, Prometheus).
+const PLAIN_MAX_CONNECTIONS: usize = 1_024;
+/// Header deadline on the health and metrics listeners.
+const PLAIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Re-reads the TLS files every `interval` until `stop`; a change is used for new connections, a broken one is
+/// reported and the previous certificate kept.
+async fn watch_tls_files(
+    tls: Arc<TlsReloader>,
+    interval: std::time::Duration,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        }
+        let files = tls.clone();
+        match tokio::task::spawn_blocking(move || files.check()).await {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => {
+                metrics.tls_reloads.with_label_values(&["extender", "loaded"]).inc();
+                info!(cert = %tls.files().cert_file.display(), "TLS certificate files changed: new connections use them");
+            }
+            Ok(Err(e)) => {
+                metrics.tls_reloads.with_label_values(&["extender", "refused"]).inc();
+                error!(error = %e, "TLS certificate files changed but cannot be used; keeping the previous ones");
+            }
+            Err(e) => error!(error = %e, "checking the TLS files panicked"),
+        }
+    }
+}
+
+/// Raises the soft limit of open files towards the hard limit, so `needed` connections (plus the watches and
+/// files) fit; says so when the hard limit is lower.
+fn raise_descriptor_limit(needed: usize) {
+    let wanted = (needed + 256) as u64;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write and read only the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit { rlim_cur: wanted.min(limit.rlim_max), rlim_max: limit.rlim_max };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = raised.rlim_cur;
+        }
+    }
+    if limit.rlim_cur < wanted {
+        warn!(
+            open_files = limit.rlim_cur,
+            wanted, "the open-file limit is below extender.maxConnections plus the other listeners; raise it"
+        );
+    }
 }
 
 fn default_identity() -> String {

@@ -792,6 +792,7 @@ impl AdmissionTask {
             })
             .collect();
         self.plans.set_state(StateSnapshot { queues, gangs });
+        self.plans.set_node_count(self.index.node_count());
         super::gauges::observe_model(&self.metrics, &self.index);
         self.last_snapshot = Instant::now();
         self.snapshot_cost = start.elapsed();

@@ -12,21 +12,25 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::middleware;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use kube::api::{Api, PostParams};
 use serde::Serialize;
+use tower::ServiceBuilder;
 use tracing::{info, warn};
 
 use super::wire::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, ExtenderPreemptionArgs,
-    ExtenderPreemptionResult, HostPriority, MAX_BODY_BYTES, MAX_EXTENDER_PRIORITY, MetaPod, MetaVictims, NodeNames,
-    WireError, decode,
+    ExtenderPreemptionResult, HostPriority, MAX_EXTENDER_PRIORITY, MetaPod, MetaVictims, NodeNames, WireError, decode,
+    decode_with_node_limit,
 };
 use crate::metrics::Metrics;
+use super::access::{StateAccess, StateView};
 use crate::plan::{Feedback, Plans, PodPlan};
 
 /// What the handlers share.
@@ -42,20 +46,123 @@ pub struct Extender {
 /// How long preempt waits for the admission task's answer before it proposes nothing (the safe answer).
 const PREEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The router: extender verbs under `prefix`, the rest at the root.
-pub fn router(extender: Arc<Extender>, prefix: &str) -> Router {
+/// Request-level bounds of the extender listener.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Requests handled at once; more are answered 503 at once (load shedding: kube-scheduler retries the pod
+    /// later) rather than queued behind the ones in flight.
+    pub max_concurrent_requests: usize,
+    /// A request (its body read, decoded and answered) not done by then gets 408 and is dropped.
+    pub request_timeout: Duration,
+    /// The request body never exceeds this, whatever the cluster's size.
+    pub max_body_bytes: usize,
+}
+
+/// Body bytes allowed per node muster knows: a full Node object (with its images and conditions) when
+/// kube-scheduler is not `nodeCacheCapable`; a name takes a few dozen.
+const BODY_BYTES_PER_NODE: usize = 16 << 10;
+/// Body bytes allowed whatever the node count: the pod (an object in etcd is at most 1.5 MiB) and the envelope.
+const BODY_BYTES_BASE: usize = 2 << 20;
+/// Node names or objects accepted in one request whatever the node count (a cluster still being discovered).
+const NODES_PER_REQUEST_BASE: usize = 1_000;
+
+impl Extender {
+    /// The request body limit: sized by the nodes muster knows (kube-scheduler never sends more than the
+    /// cluster has), never above the configured ceiling.
+    pub fn body_limit(&self, ceiling: usize) -> usize {
+        BODY_BYTES_BASE.saturating_add(self.plans.node_count().saturating_mul(BODY_BYTES_PER_NODE)).min(ceiling)
+    }
+
+    /// Node names or objects accepted in one request: twice the nodes known (the watch may lag behind
+    /// kube-scheduler's cache), at least [`NODES_PER_REQUEST_BASE`].
+    fn node_limit(&self) -> usize {
+        self.plans.node_count().saturating_mul(2).max(NODES_PER_REQUEST_BASE)
+    }
+}
+
+/// The extender verbs under `prefix` (`POST <prefix>/filter|prioritize|bind|preempt`), for the extender
+/// listener, with its bounds: body size by [`Extender::body_limit`], at most `max_concurrent_requests` in
+/// flight, each within `request_timeout`.
+pub fn extender_router(extender: Arc<Extender>, prefix: &str, limits: RequestLimits) -> Router {
     let prefix = prefix.trim_end_matches('/');
+    let shed = extender.metrics.http_rejected_requests.clone();
+    let bounds = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
+            let shed = shed.clone();
+            async move { refusal(&shed, "extender", &error, limits.request_timeout) }
+        }))
+        .load_shed()
+        .concurrency_limit(limits.max_concurrent_requests)
+        .timeout(limits.request_timeout);
     Router::new()
         .route(&format!("{prefix}/filter"), post(filter))
         .route(&format!("{prefix}/prioritize"), post(prioritize))
         .route(&format!("{prefix}/bind"), post(bind))
         .route(&format!("{prefix}/preempt"), post(preempt))
+        .layer(middleware::from_fn_with_state((extender.clone(), limits.max_body_bytes), limit_body))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(bounds)
+        .with_state(extender)
+}
+
+/// `/healthz` and `/readyz`, for the health listener (kubelet's probes).
+pub fn health_router(extender: Arc<Extender>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(0))
+        .with_state(extender)
+}
+
+/// `/metrics` and `/state`, for the metrics listener; `/state` answers what its caller may see
+/// ([`StateAccess`]).
+pub fn metrics_router(extender: Arc<Extender>, access: Arc<StateAccess>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/state", get(state))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(extender)
+        .layer(DefaultBodyLimit::max(0))
+        .with_state((extender, access))
+}
+
+/// The answer to a request a bound refused: 503 when over the concurrency limit, 408 past the deadline.
+fn refusal(counter: &prometheus::IntCounterVec, listener: &str, error: &tower::BoxError, timeout: Duration) -> Response {
+    let (status, message) = if error.is::<tower::load_shed::error::Overloaded>() {
+        (StatusCode::SERVICE_UNAVAILABLE, "muster is handling as many requests as it allows; retry".to_owned())
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        (StatusCode::REQUEST_TIMEOUT, format!("the request was not completed within {timeout:?}"))
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("request failed: {error}"))
+    };
+    counter.with_label_values(&[listener, status.as_str()]).inc();
+    json(status, &serde_json::json!({ "Error": message }))
+}
+
+/// Refuses a body over [`Extender::body_limit`] from its Content-Length before reading it, and stops reading
+/// one sent without a length as soon as it passes the limit (the handler's body extractor then answers 413).
+async fn limit_body(
+    State((x, ceiling)): State<(Arc<Extender>, usize)>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let limit = x.body_limit(ceiling);
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        x.metrics.http_rejected_requests.with_label_values(&["extender", "413"]).inc();
+        let size = declared.unwrap_or_default();
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({ "Error": format!(
+                "request body of {size} bytes exceeds the limit of {limit} bytes (sized by the {} nodes muster knows)",
+                x.plans.node_count()
+            ) }),
+        );
+    }
+    let request = request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
+    next.run(request).await
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response {
@@ -91,13 +198,13 @@ async fn readyz(State(x): State<Arc<Extender>>) -> Response {
     }
 }
 
-async fn metrics(State(x): State<Arc<Extender>>) -> Response {
+async fn metrics(State((x, _)): State<(Arc<Extender>, Arc<StateAccess>)>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], x.metrics.render()).into_response()
 }
 
 async fn filter(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let args: ExtenderArgs<'_> = match decode(&body) {
+    let args: ExtenderArgs<'_> = match decode_with_node_limit(&body, x.node_limit()) {
         Ok(a) => a,
         Err(e) => return bad_request(e),
     };
@@ -189,7 +296,7 @@ async fn filter(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
 
 async fn prioritize(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let args: ExtenderArgs<'_> = match decode(&body) {
+    let args: ExtenderArgs<'_> = match decode_with_node_limit(&body, x.node_limit()) {
         Ok(a) => a,
         Err(e) => return bad_request(e),
     };
@@ -336,19 +443,46 @@ async fn preempt(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
     json(StatusCode::OK, &result)
 }
 
-/// `/state`: the last published snapshot, with this replica's role and readiness.
-async fn state(State(x): State<Arc<Extender>>) -> Response {
+/// `/state`: the last published snapshot, with this replica's role and readiness; the gangs limited to what the
+/// caller may see (`?namespace=` asks for one namespace).
+async fn state(
+    State((x, access)): State<(Arc<Extender>, Arc<StateAccess>)>,
+    Query(query): Query<StateQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     #[derive(Serialize)]
     struct StateDump<'a> {
         ready: bool,
         leader: bool,
-        #[serde(flatten)]
-        snapshot: &'a crate::plan::StateSnapshot,
+        queues: &'a [crate::plan::QueueState],
+        gangs: Vec<&'a crate::plan::GangState>,
     }
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let view = match access.authorize(authorization, query.namespace.as_deref()).await {
+        Ok(view) => view,
+        Err(denied) => {
+            let status = StatusCode::from_u16(denied.status).unwrap_or(StatusCode::FORBIDDEN);
+            x.metrics.http_rejected_requests.with_label_values(&["metrics", status.as_str()]).inc();
+            return json(status, &serde_json::json!({ "Error": denied.message }));
+        }
+    };
     let snapshot = x.plans.state();
+    let gangs = snapshot
+        .gangs
+        .iter()
+        .filter(|g| match &view {
+            StateView::All => true,
+            StateView::Namespace(ns) => &g.namespace == ns,
+        })
+        .collect();
     let health = &x.plans.health;
     json(
         StatusCode::OK,
-        &StateDump { ready: health.readiness().is_ok(), leader: health.is_leader(), snapshot: &snapshot },
+        &StateDump { ready: health.readiness().is_ok(), leader: health.is_leader(), queues: &snapshot.queues, gangs },
     )
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StateQuery {
+    namespace: Option<String>,
 }

@@ -24,7 +24,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
 
-use k8s_openapi::List;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::de::value::{BorrowedStrDeserializer, StrDeserializer, UnitDeserializer};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -34,11 +33,73 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The largest request body muster accepts: 5,000 full Node objects with images and conditions stay well below.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
+/// The most node names (or Node objects) one request may carry: above the largest clusters Kubernetes runs
+/// (65,000 nodes). It bounds what decoding a hostile list of tiny names allocates (24 bytes a name).
+pub const MAX_NODES_PER_REQUEST: usize = 100_000;
+
 /// The highest score an extender may give a node (`MaxExtenderPriority`); the lowest is 0.
 pub const MAX_EXTENDER_PRIORITY: i64 = 10;
 
-/// A list of nodes as kube-scheduler sends it when the extender is not `nodeCacheCapable`.
-pub type NodeList = List<Node>;
+/// A list of nodes as kube-scheduler sends it when the extender is not `nodeCacheCapable`: a v1 `NodeList`, of
+/// which only `items` is read (and written back in an answer). At most [`node_limit`] items: a list of empty
+/// objects costs 3 bytes of body per Node but a kilobyte of memory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeList {
+    #[serde(default, deserialize_with = "bounded_nodes")]
+    pub items: Vec<Node>,
+}
+
+fn bounded_nodes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Node>, D::Error> {
+    struct NodesVisitor;
+
+    impl<'de> Visitor<'de> for NodesVisitor {
+        type Value = Vec<Node>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of Node objects")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<Node>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Node>, A::Error> {
+            let limit = node_limit();
+            let mut nodes = Vec::new();
+            while let Some(node) = seq.next_element()? {
+                if nodes.len() == limit {
+                    return Err(de::Error::custom(format_args!("more than {limit} nodes in one request")));
+                }
+                nodes.push(node);
+            }
+            Ok(nodes)
+        }
+    }
+
+    deserializer.deserialize_any(NodesVisitor)
+}
+
+std::thread_local! {
+    /// The node limit of the decoding running on this thread ([`decode_with_node_limit`]).
+    static NODE_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(MAX_NODES_PER_REQUEST) };
+}
+
+/// How many node names or Node objects the decoding on this thread accepts in one list.
+fn node_limit() -> usize {
+    NODE_LIMIT.with(|limit| limit.get())
+}
+
+/// [`decode`] accepting at most `max_nodes` names or Node objects in a list (never more than
+/// [`MAX_NODES_PER_REQUEST`]). The server passes a multiple of the nodes it knows: kube-scheduler never sends
+/// more nodes than the cluster has, and a request that does is refused before it allocates.
+pub fn decode_with_node_limit<'de, T: WireMessage<'de>>(body: &'de [u8], max_nodes: usize) -> Result<T, WireError> {
+    // A thread-local rather than a seed threaded through the derived code: decoding is synchronous, so the
+    // value is set and restored around it on the same thread.
+    let previous = NODE_LIMIT.with(|limit| limit.replace(max_nodes.min(MAX_NODES_PER_REQUEST)));
+    let decoded = decode(body);
+    NODE_LIMIT.with(|limit| limit.set(previous));
+    decoded
+}
 
 /// The answer to a prioritize call: a bare JSON array of scores.
 pub type HostPriorityList = Vec<HostPriority>;
@@ -107,8 +168,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for NodeNames<'a> {
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeNames<'a>, A::Error> {
-                let mut names = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                let limit = node_limit();
+                let mut names = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(limit));
                 while let Some(CowStr(name)) = seq.next_element()? {
+                    if names.len() == limit {
+                        return Err(de::Error::custom(format_args!("more than {limit} node names in one request")));
+                    }
                     names.push(name);
                 }
                 Ok(NodeNames(names))

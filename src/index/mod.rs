@@ -286,6 +286,10 @@ impl Index {
         self.core.node(id).map(|n| n.spec.name.as_str())
     }
 
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Counts of cached objects by kind (for metrics).
     pub fn cache_sizes(&self) -> [(&'static str, usize); 4] {
         [
