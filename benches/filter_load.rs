@@ -326,9 +326,10 @@ async fn load(
     let start = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
-            let (bodies, path, addr) = (bodies.clone(), path.clone(), muster.addr());
+            let (bodies, path, addr, tls) =
+                (bodies.clone(), path.clone(), muster.extender_addr(), muster.pki().client_config());
             tokio::spawn(async move {
-                let mut connection = HttpConnection::connect(addr).await.expect("cannot connect to muster");
+                let mut connection = HttpConnection::connect_tls(addr, tls).await.expect("cannot connect to muster");
                 let mut latencies = Vec::new();
                 let mut max_bytes = 0;
                 let mut unexpected: BTreeMap<(&'static str, &'static str), usize> = BTreeMap::new();
@@ -412,7 +413,7 @@ async fn load(
 
 /// Sends `body` once and returns the decoded answer, checking it has no `Error`.
 async fn filter_once(muster: &MusterServe, body: &Bytes) -> serde_json::Value {
-    let mut connection = HttpConnection::connect(muster.addr()).await.expect("cannot connect");
+    let mut connection = muster.connect_extender().await.expect("cannot connect");
     let (status, answer) = connection.post(&format!("{URL_PREFIX}/filter"), body.clone()).await.expect("filter");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     let answer: serde_json::Value = serde_json::from_slice(&answer).expect("filter answers JSON");
@@ -549,6 +550,8 @@ struct ChurnContext {
     lifetime: Duration,
     node_count: usize,
     muster: std::net::SocketAddr,
+    /// The client certificate the extender listener requires.
+    tls: std::sync::Arc<rustls::ClientConfig>,
     /// The fixed node names as a JSON fragment, and the churn nodes that exist now (for probe bodies).
     fixed_names_json: String,
     churn_nodes: Mutex<BTreeSet<String>>,
@@ -636,7 +639,7 @@ impl ChurnContext {
     /// created) until it is directed (at most 10 s), offering every node that exists (the fixed ones and the churn
     /// nodes of the moment), as kube-scheduler would.
     async fn probe(&self, member: &Pod, created: Instant) {
-        let Ok(mut connection) = HttpConnection::connect(self.muster).await else { return };
+        let Ok(mut connection) = HttpConnection::connect_tls(self.muster, self.tls.clone()).await else { return };
         let path = format!("{URL_PREFIX}/filter");
         let mut first = true;
         while created.elapsed() < Duration::from_secs(10) && !self.stop.load(Ordering::Acquire) {
@@ -704,7 +707,8 @@ impl Churn {
             in_flight: Semaphore::new(32),
             lifetime: config.lifetime,
             node_count: config.node_count,
-            muster: muster.addr(),
+            muster: muster.extender_addr(),
+            tls: muster.pki().client_config(),
             fixed_names_json,
             churn_nodes: Mutex::new(BTreeSet::new()),
         });
@@ -909,7 +913,7 @@ async fn bench() {
     // Check the answers are the real thing before timing them: every member directed (its admission recorded),
     // every waiting member refused.
     wait_until("every body gets the answer its pod should", Duration::from_secs(60), || async {
-        let mut connection = HttpConnection::connect(muster.addr()).await.map_err(|e| e.to_string())?;
+        let mut connection = muster.connect_extender().await?;
         let mut wrong = BTreeMap::<(&str, &str), usize>::new();
         for body in mixed_all.iter() {
             let (status, answer) = connection.post(&format!("{URL_PREFIX}/filter"), body.bytes.clone()).await?;

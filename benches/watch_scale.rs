@@ -51,7 +51,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,7 +63,7 @@ use kube::api::{Api, ListParams};
 use muster::api::PodGroup;
 use serde_json::{Value, json};
 use support::muster::{process_cpu_seconds, process_rss_bytes, prometheus_sample, self_cpu_seconds, stat_cpu_seconds};
-use support::{ControlPlane, MusterConfig, MusterServe, ServeOptions, install_crds};
+use support::{ControlPlane, Listeners, MusterConfig, MusterServe, ServeOptions, install_crds};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// How long muster gets to sync (the fixture's own start timeout, 90 s, is for tests on small clusters).
@@ -1285,9 +1284,7 @@ async fn measure_start(
             m
         }
         None => {
-            let addr: SocketAddr =
-                TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port");
-            let options = ServeOptions { addr: Some(addr), standby: true, ..ServeOptions::default() };
+            let options = ServeOptions { addrs: Some(Listeners::free()), standby: true, ..ServeOptions::default() };
             fresh = Some(MusterServe::start_with(control_plane, &MusterConfig::default(), options).await);
             fresh.as_mut().expect("just started")
         }

@@ -428,7 +428,14 @@ impl Burst {
 
     /// Waits until the kubelet has finished every gang, calling `alive` (e.g. "muster still runs") every round.
     /// On timeout, fails with the unfinished gangs as the muster(s) at `musters` and the API server see them.
-    async fn wait_finished(&mut self, context: &str, musters: &[std::net::SocketAddr], mut alive: impl FnMut()) {
+    /// `musters`: each replica's metrics listener and the bearer token its `/state` accepts (for the failure
+    /// message).
+    async fn wait_finished(
+        &mut self,
+        context: &str,
+        musters: &[(std::net::SocketAddr, String)],
+        mut alive: impl FnMut(),
+    ) {
         self.wait_created().await;
         let start = Instant::now();
         loop {
@@ -446,14 +453,14 @@ impl Burst {
 
     /// The unfinished gangs as `/state` of each muster at `musters` and the API server (pods, PodGroup status)
     /// show them, for a failure message.
-    async fn describe_unfinished(&self, musters: &[std::net::SocketAddr]) -> String {
+    async fn describe_unfinished(&self, musters: &[(std::net::SocketAddr, String)]) -> String {
         let log = self.kubelet.log();
         let unfinished: Vec<&GangSpec> = self.gangs.iter().filter(|g| !log.finished.contains_key(&g.name)).collect();
         let partial = self.bound_now().into_iter().filter(|(_, (bound, size))| *bound > 0 && bound < size);
         let partial: Vec<String> = partial.map(|(g, (b, s))| format!("{g} {b}/{s}")).collect();
         let mut text = format!("partially bound now: {partial:?}; kubelet anomalies: {:?}\n", log.anomalies);
-        for addr in musters {
-            match support::fetch_state(*addr).await {
+        for (addr, token) in musters {
+            match support::fetch_state(*addr, token).await {
                 Ok(state) => {
                     for gang in &unfinished {
                         let seen = state
@@ -862,7 +869,7 @@ fn allocated(state: &MusterState, queue_name: &str) -> (i64, i64) {
     (of("cpu"), of("memory"))
 }
 
-/// Whether the muster at `addr` answers `/readyz` with 200 (within 10 s).
+/// Whether the muster whose health listener is `addr` answers `/readyz` with 200 (within 10 s).
 async fn readyz_ok(addr: std::net::SocketAddr) -> bool {
     let answer = support::muster::one_request(addr, hyper::Method::GET, "/readyz", bytes::Bytes::new()).await;
     matches!(answer, Ok((200, _)))
@@ -1198,8 +1205,8 @@ async fn c_muster_killed_mid_burst_restores_its_reservations_and_gangs_stay_whol
             ready_after.as_secs_f64()
         );
 
-        let addr = env.muster.addr();
-        burst.wait_finished(&context, &[addr], || env.muster.assert_running()).await;
+        let muster = (env.muster.metrics_addr(), env.muster.token().to_owned());
+        burst.wait_finished(&context, &[muster], || env.muster.assert_running()).await;
         burst.check(&allocatable, BIND_WINDOW, &context);
         println!(
             "{context}: all {} gangs completed whole in {:.1}s: {}",
@@ -1279,7 +1286,7 @@ async fn d_standby_takes_over_when_the_leader_is_killed_mid_burst() {
         MusterServe::start_with(&control_plane, &config, first).await,
         MusterServe::start_standby(&control_plane, &config, "muster-b").await,
     ];
-    let proxy = ReadyProxy::start(&[replicas[0].addr(), replicas[1].addr()]).await;
+    let proxy = ReadyProxy::start(&[replicas[0].listeners(), replicas[1].listeners()]).await;
     start_muster_scheduler_at(&mut control_plane, &proxy.extender_url(), ExtenderMode::NodeNames).await;
     let client = control_plane.client();
 
@@ -1288,7 +1295,7 @@ async fn d_standby_takes_over_when_the_leader_is_killed_mid_burst() {
     assert_standby(&replicas[1], "at start").await;
     wait_until("the proxy routes to the leader only", E2E_TIMEOUT, || async {
         let ready = proxy.ready_backends();
-        if ready == [replicas[0].addr()] { Ok(()) } else { Err(format!("ready backends {ready:?}")) }
+        if ready == [replicas[0].extender_addr()] { Ok(()) } else { Err(format!("ready backends {ready:?}")) }
     })
     .await;
 
@@ -1307,12 +1314,13 @@ async fn d_standby_takes_over_when_the_leader_is_killed_mid_burst() {
         replicas[leader].kill9();
         // Time the takeover from a task of its own, while the snapshot is taken; take the new leader's /state the
         // moment it is ready.
-        let standby_addr = replicas[standby].addr();
+        let (standby_health, standby_metrics, token) =
+            (replicas[standby].health_addr(), replicas[standby].metrics_addr(), replicas[standby].token().to_owned());
         let takeover = tokio::spawn(async move {
             loop {
-                if readyz_ok(standby_addr).await {
+                if readyz_ok(standby_health).await {
                     let ready_after = killed.elapsed();
-                    return Some((ready_after, support::fetch_state(standby_addr).await));
+                    return Some((ready_after, support::fetch_state(standby_metrics, &token).await));
                 }
                 if killed.elapsed() > E2E_TIMEOUT {
                     return None;
@@ -1340,7 +1348,8 @@ async fn d_standby_takes_over_when_the_leader_is_killed_mid_burst() {
         replicas[leader].restart_standby().await;
         assert_standby(&replicas[leader], &format!("{context}, the restarted replica")).await;
 
-        let addrs: Vec<std::net::SocketAddr> = replicas.iter().map(MusterServe::addr).collect();
+        let addrs: Vec<(std::net::SocketAddr, String)> =
+            replicas.iter().map(|r| (r.metrics_addr(), r.token().to_owned())).collect();
         burst
             .wait_finished(&context, &addrs, || {
                 for replica in replicas.iter_mut() {
@@ -1484,8 +1493,8 @@ async fn e_muster_rides_out_an_api_server_restart() {
     create_gangs(env.client(), burst.namespace.clone(), vec![late.clone()]).await;
     wait_all_bound_within(&env.client(), &burst.namespace, &late.members(), E2E_TIMEOUT).await;
 
-    let addr = env.muster.addr();
-    burst.wait_finished(&context, &[addr], || env.muster.assert_running()).await;
+    let muster = (env.muster.metrics_addr(), env.muster.token().to_owned());
+    burst.wait_finished(&context, &[muster], || env.muster.assert_running()).await;
     // Nothing binds while the API server is down: a gang caught half bound by the outage gets that much longer.
     burst.check(&allocatable, BIND_WINDOW + outage, &context);
     assert_no_node_overcommitted(&env.client(), &HashMap::new()).await;

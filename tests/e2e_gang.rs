@@ -157,7 +157,7 @@ fn sample_state(
     namespace: &str,
 ) -> (Arc<Mutex<StateSamples>>, tokio::task::JoinHandle<()>) {
     let samples = Arc::new(Mutex::new(StateSamples::default()));
-    let addr = env.muster.addr();
+    let (addr, token) = (env.muster.metrics_addr(), env.muster.token().to_owned());
     let start = std::time::Instant::now() - history.now();
     let namespace = namespace.to_owned();
     let task = {
@@ -165,7 +165,7 @@ fn sample_state(
         tokio::spawn(async move {
             loop {
                 let at = start.elapsed();
-                if let Ok(state) = fetch_state(addr).await {
+                if let Ok(state) = fetch_state(addr, &token).await {
                     let mut samples = samples.lock().expect("samples lock");
                     samples.polls += 1;
                     for gang in state.gangs.iter().filter(|g| g.namespace == namespace && g.is_admitted()) {

@@ -5,7 +5,7 @@ mod support;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use support::muster::{MusterConfig, MusterServe, install_crds, one_request};
+use support::muster::{MusterConfig, MusterServe, install_crds};
 use support::{ControlPlane, TestNode};
 
 fn error_of(body: &str) -> String {
@@ -13,7 +13,8 @@ fn error_of(body: &str) -> String {
 }
 
 async fn post_raw(muster: &MusterServe, path: &str, body: impl Into<Bytes>) -> (u16, String) {
-    let (status, body) = one_request(muster.addr(), hyper::Method::POST, path, body.into())
+    let (status, body) = muster
+        .post_bytes(path, body.into())
         .await
         .unwrap_or_else(|e| panic!("POST {path}: {e}\nmuster log:\n{}", muster.log_tail(30)));
     (status, String::from_utf8_lossy(&body).into_owned())

@@ -235,6 +235,17 @@ impl ControlPlane {
             .user(SCHEDULER_USER, &[])
     }
 
+    /// The bearer token of [`ADMIN_USER`] (for muster's `/state`, which asks the API server who a token is).
+    pub fn admin_token(&self) -> &str {
+        &self.users[0].token
+    }
+
+    /// The bearer token of a user declared with [`ControlPlaneBuilder::user`] (or a built-in one).
+    pub fn token_for_user(&self, name: &str) -> &str {
+        let user = self.users.iter().find(|u| u.name == name);
+        &user.unwrap_or_else(|| panic!("no user {name}: declare it with ControlPlane::builder().user(..)")).token
+    }
+
     /// A client acting as [`ADMIN_USER`].
     pub fn client(&self) -> Client {
         self.admin.clone()

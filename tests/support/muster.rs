@@ -71,6 +71,9 @@ pub struct MusterConfig {
     pub reservation_timeout: Option<String>,
     pub drain_after: Option<String>,
     pub min_runtime: Option<String>,
+    /// Further fields of the `extender:` section (bounds such as `maxConcurrentRequests`), as YAML scalars. The
+    /// fixture adds `tls` itself.
+    pub extender: BTreeMap<String, String>,
 }
 
 /// The `leaderElection` section of muster's configuration: replicas compete for a coordination.k8s.io Lease and
@@ -151,14 +154,30 @@ impl MusterConfig {
         self
     }
 
+    /// Sets a field of the `extender:` section (e.g. `maxConcurrentRequests`, `requestTimeout`).
+    pub fn extender_field(mut self, key: &str, value: &str) -> MusterConfig {
+        self.extender.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
     pub fn leader_election(mut self, leader_election: LeaderElectionConfig) -> MusterConfig {
         self.leader_election = Some(leader_election);
         self
     }
 
-    /// The YAML file contents.
-    pub fn to_yaml(&self) -> String {
+    /// The YAML file contents, with the extender serving mutual TLS with the certificates in `tls_dir`
+    /// ([`TestPki`]).
+    pub fn to_yaml(&self, tls_dir: &Path) -> String {
         let mut yaml = format!("schedulerName: {MUSTER_SCHEDULER}\nurlPrefix: {URL_PREFIX}\n");
+        yaml.push_str(&format!(
+            "extender:\n  tls:\n    certFile: {:?}\n    keyFile: {:?}\n    clientCAFile: {:?}\n",
+            tls_dir.join("tls.crt"),
+            tls_dir.join("tls.key"),
+            tls_dir.join("ca.crt")
+        ));
+        for (key, value) in &self.extender {
+            yaml.push_str(&format!("  {key}: {value}\n"));
+        }
         let mut field = |key: &str, value: &Option<String>, indent: &str| {
             if let Some(value) = value {
                 yaml.push_str(&format!("{indent}{key}: {value:?}\n"));
@@ -205,8 +224,11 @@ pub struct ServeOptions {
     /// identities. A restarted process keeps its identity, as a container restarted in the same pod keeps its
     /// pod name.
     pub identity: Option<String>,
-    /// Listen on this address instead of a free loopback port (to stand in for a replica that was there).
-    pub addr: Option<SocketAddr>,
+    /// Listen on these addresses instead of free loopback ports (to stand in for a replica that was there).
+    pub addrs: Option<Listeners>,
+    /// Serve with these certificates instead of the test binary's shared [`TestPki`] (a rotation test changes
+    /// its files).
+    pub pki: Option<Arc<TestPki>>,
     /// A standby replica, which never reports ready while another holds the Lease: wait only until `/healthz`
     /// answers 200 instead of `/readyz`.
     pub standby: bool,
@@ -222,7 +244,11 @@ pub struct ServeOptions {
 pub struct MusterServe {
     /// One element, to share `stop_all`/`print_log_tails` with the other fixtures.
     process: Vec<ManagedProcess>,
-    addr: SocketAddr,
+    addrs: Listeners,
+    /// The certificates the extender serves and kube-scheduler presents.
+    pki: Arc<TestPki>,
+    /// The admin's bearer token, for `/state`.
+    token: String,
     config_path: PathBuf,
     kubeconfig: PathBuf,
     /// `--identity`, the same for every process started by this fixture.
@@ -273,17 +299,20 @@ impl MusterServe {
     pub async fn start_with(control_plane: &ControlPlane, config: &MusterConfig, options: ServeOptions) -> MusterServe {
         let dir = tempfile::Builder::new().prefix("muster-serve-").tempdir().expect("cannot create a temporary dir");
         let config_path = dir.path().join("muster.yaml");
-        std::fs::write(&config_path, config.to_yaml()).expect("cannot write muster's configuration");
+        let pki = options.pki.clone().unwrap_or_else(TestPki::shared);
+        std::fs::write(&config_path, config.to_yaml(pki.dir())).expect("cannot write muster's configuration");
         let probe = Probe::of(options.standby);
         for attempt in 1..=START_ATTEMPTS {
-            let addr = options.addr.unwrap_or_else(free_loopback_addr);
-            let command = serve_command(&config_path, addr, control_plane.kubeconfig(), options.identity.as_deref());
+            let addrs = options.addrs.unwrap_or_else(Listeners::free);
+            let command = serve_command(&config_path, addrs, control_plane.kubeconfig(), options.identity.as_deref());
             let mut process = vec![ManagedProcess::spawn("muster-serve", command, dir.path())];
-            match wait_until_answers_ok(addr, &mut process[0], probe, READY_TIMEOUT).await {
+            match wait_until_answers_ok(addrs.health, &mut process[0], probe, READY_TIMEOUT).await {
                 Ok(()) => {
                     return MusterServe {
                         process,
-                        addr,
+                        addrs,
+                        pki,
+                        token: control_plane.admin_token().to_owned(),
                         config_path,
                         kubeconfig: control_plane.kubeconfig().to_owned(),
                         identity: options.identity.clone(),
@@ -300,7 +329,7 @@ impl MusterServe {
                         panic!("muster serve did not answer 200 on {}: {failure} (log tail above)", probe.path());
                     }
                     stop_all(&mut process, Duration::ZERO);
-                    if options.addr.is_some() {
+                    if options.addrs.is_some() {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
@@ -332,12 +361,12 @@ impl MusterServe {
         }
         for attempt in 1..=START_ATTEMPTS {
             self.starts += 1;
-            let command = serve_command(&self.config_path, self.addr, &self.kubeconfig, self.identity.as_deref());
+            let command = serve_command(&self.config_path, self.addrs, &self.kubeconfig, self.identity.as_deref());
             let name = format!("muster-serve-{}", self.starts);
             let process = ManagedProcess::spawn(&name, command, self.dir.path());
             let old = std::mem::replace(&mut self.process[0], process);
             self.earlier_logs.push(old.log_path().to_owned());
-            match wait_until_answers_ok(self.addr, &mut self.process[0], probe, READY_TIMEOUT).await {
+            match wait_until_answers_ok(self.addrs.health, &mut self.process[0], probe, READY_TIMEOUT).await {
                 Ok(()) => return,
                 Err(failure) => {
                     // The port is fixed: a socket of the killed process may linger a moment; try again shortly.
@@ -348,7 +377,7 @@ impl MusterServe {
                         panic!(
                             "restarted muster serve did not answer 200 on {} at {}: {failure} (log tail above)",
                             probe.path(),
-                            self.addr
+                            self.addrs.health
                         );
                     }
                     self.process[0].kill();
@@ -361,9 +390,14 @@ impl MusterServe {
     /// Waits until `/readyz` answers 200 (a standby that took over, a restarted process). Panics with the log
     /// tail if the process exits or it does not happen within the start timeout.
     pub async fn wait_ready(&mut self) {
-        if let Err(failure) = wait_until_answers_ok(self.addr, &mut self.process[0], Probe::Ready, READY_TIMEOUT).await
+        if let Err(failure) =
+            wait_until_answers_ok(self.addrs.health, &mut self.process[0], Probe::Ready, READY_TIMEOUT).await
         {
-            panic!("muster serve at {} did not become ready: {failure}\nlog tail:\n{}", self.addr, self.log_tail(60));
+            panic!(
+                "muster serve at {} did not become ready: {failure}\nlog tail:\n{}",
+                self.addrs.health,
+                self.log_tail(60)
+            );
         }
     }
 
@@ -382,24 +416,44 @@ impl MusterServe {
         self.process[0].pid()
     }
 
-    /// `127.0.0.1:<port>`.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The three listeners' addresses.
+    pub fn listeners(&self) -> Listeners {
+        self.addrs
     }
 
-    /// `http://127.0.0.1:<port>`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+    /// The extender verbs (mutual TLS): `127.0.0.1:<port>`.
+    pub fn extender_addr(&self) -> SocketAddr {
+        self.addrs.extender
     }
 
-    /// What kube-scheduler's extender `urlPrefix` must be: `http://127.0.0.1:<port>/muster`.
+    /// `/healthz` and `/readyz`.
+    pub fn health_addr(&self) -> SocketAddr {
+        self.addrs.health
+    }
+
+    /// `/metrics` and `/state`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.addrs.metrics
+    }
+
+    /// The certificates this process serves with (and kube-scheduler and the tests present to it).
+    pub fn pki(&self) -> &Arc<TestPki> {
+        &self.pki
+    }
+
+    /// The admin's bearer token, which `/state` accepts.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// What kube-scheduler's extender `urlPrefix` must be: `https://127.0.0.1:<port>/muster`.
     pub fn extender_url(&self) -> String {
-        format!("{}{URL_PREFIX}", self.base_url())
+        format!("https://{}{URL_PREFIX}", self.addrs.extender)
     }
 
     /// A piece of this process's command line, for [`process_cpu_seconds`].
     pub fn command_line_pattern(&self) -> String {
-        format!("--listen {}", self.addr)
+        format!("--listen {}", self.addrs.extender)
     }
 
     /// The whole log so far (of the current process).
@@ -423,18 +477,33 @@ impl MusterServe {
         }
     }
 
-    /// `GET path`: (status, body). Panics if muster does not answer within 10 s.
+    /// `GET path` from the listener that serves it (`/healthz`, `/readyz`: health; `/metrics`, `/state`:
+    /// metrics, with the admin's token): (status, body). Panics if muster does not answer within 10 s.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let (status, body) = one_request(self.addr, hyper::Method::GET, path, Bytes::new())
+        self.try_get(path)
             .await
-            .unwrap_or_else(|e| panic!("GET {path} from muster failed: {e}\nmuster log tail:\n{}", self.log_tail(30)));
-        (status, String::from_utf8_lossy(&body).into_owned())
+            .unwrap_or_else(|e| panic!("GET {path} from muster failed: {e}\nmuster log tail:\n{}", self.log_tail(30)))
     }
 
     /// `GET path` for a muster that may be down or slow: (status, body), or what went wrong (10 s bound).
     pub async fn try_get(&self, path: &str) -> Result<(u16, String), String> {
-        let (status, body) = one_request(self.addr, hyper::Method::GET, path, Bytes::new()).await?;
+        let (addr, token) = if path.starts_with("/healthz") || path.starts_with("/readyz") {
+            (self.addrs.health, None)
+        } else {
+            (self.addrs.metrics, Some(self.token.as_str()))
+        };
+        let (status, body) = one_request_with(addr, None, token, hyper::Method::GET, path, Bytes::new()).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// A keep-alive connection to the extender listener, over mutual TLS with the client certificate.
+    pub async fn connect_extender(&self) -> Result<HttpConnection, String> {
+        HttpConnection::connect_tls(self.addrs.extender, self.pki.client_config()).await
+    }
+
+    /// `POST path` with `body` as is to the extender listener, over mutual TLS: (status, body).
+    pub async fn post_bytes(&self, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+        one_request_with(self.addrs.extender, Some(&self.pki), None, hyper::Method::POST, path, body).await
     }
 
     /// `POST path` with a JSON body: (status, body).
@@ -448,7 +517,7 @@ impl MusterServe {
     /// (10 s bound).
     pub async fn try_post_json(&self, path: &str, body: &serde_json::Value) -> Result<(u16, String), String> {
         let body = Bytes::from(serde_json::to_vec(body).expect("JSON serialises"));
-        let (status, body) = one_request(self.addr, hyper::Method::POST, path, body).await?;
+        let (status, body) = self.post_bytes(path, body).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
@@ -466,7 +535,7 @@ impl MusterServe {
 
     /// The `/state` document, or why it could not be had.
     pub async fn try_state(&self) -> Result<MusterState, String> {
-        fetch_state(self.addr).await
+        fetch_state(self.addrs.metrics, &self.token).await
     }
 
     /// Whether this replica says it holds the Lease (`/state` `leader`); an error if `/state` does not answer or
@@ -503,14 +572,18 @@ impl Drop for MusterServe {
     }
 }
 
-fn serve_command(config: &Path, addr: SocketAddr, kubeconfig: &Path, identity: Option<&str>) -> Command {
+fn serve_command(config: &Path, addrs: Listeners, kubeconfig: &Path, identity: Option<&str>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_muster"));
     command
         .arg("serve")
         .arg("--config")
         .arg(config)
         .arg("--listen")
-        .arg(addr.to_string())
+        .arg(addrs.extender.to_string())
+        .arg("--health-listen")
+        .arg(addrs.health.to_string())
+        .arg("--metrics-listen")
+        .arg(addrs.metrics.to_string())
         .arg("--url-prefix")
         .arg(URL_PREFIX)
         .arg("--scheduler-name")
@@ -563,6 +636,91 @@ fn free_loopback_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("cannot bind a loopback port")
 }
 
+/// Where one `muster serve` listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listeners {
+    /// The extender verbs, mutual TLS.
+    pub extender: SocketAddr,
+    /// `/healthz`, `/readyz`.
+    pub health: SocketAddr,
+    /// `/metrics`, `/state`.
+    pub metrics: SocketAddr,
+}
+
+impl Listeners {
+    /// Three loopback ports that were free a moment ago.
+    pub fn free() -> Listeners {
+        Listeners { extender: free_loopback_addr(), health: free_loopback_addr(), metrics: free_loopback_addr() }
+    }
+}
+
+/// Certificates for mutual TLS between the tests (and kube-scheduler) and muster's extender listener: a CA, a
+/// server certificate for 127.0.0.1 and a client certificate, as `muster certs` writes them (ca.crt, tls.crt,
+/// tls.key, client.crt, client.key) in a directory of their own.
+pub struct TestPki {
+    dir: TempDir,
+    /// The CA that signed them, to issue more (a rotation, an expired client).
+    pub pki: ::muster::extender::tls::Pki,
+}
+
+impl std::fmt::Debug for TestPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestPki").field("dir", &self.dir.path()).finish()
+    }
+}
+
+impl TestPki {
+    /// A new CA and certificates, valid from an hour ago for a day.
+    pub fn generate() -> TestPki {
+        use ::muster::extender::tls::{Pki, Validity};
+        let pki = Pki::generate(
+            &["127.0.0.1".to_owned(), "localhost".to_owned()],
+            "kube-scheduler",
+            Validity::from_now(Duration::from_secs(24 * 3600)),
+        )
+        .expect("cannot generate test certificates");
+        let dir = tempfile::Builder::new().prefix("muster-pki-").tempdir().expect("cannot create a temporary dir");
+        pki.write_to(dir.path()).expect("cannot write test certificates");
+        TestPki { dir, pki }
+    }
+
+    /// One PKI for the whole test binary: replicas of a test behind one proxy, and the kube-scheduler calling
+    /// them, must trust the same CA.
+    pub fn shared() -> Arc<TestPki> {
+        static SHARED: std::sync::OnceLock<Arc<TestPki>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| Arc::new(TestPki::generate())).clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A TLS client configuration trusting the files' current `ca.crt` and presenting `client.crt`.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let read = |name: &str| std::fs::read(self.dir().join(name)).expect("cannot read a test certificate");
+        client_config(&read("ca.crt"), &read("client.crt"), &read("client.key"))
+    }
+}
+
+/// A TLS client configuration (ring, TLS 1.2/1.3) trusting the PEM CAs `ca` and presenting `cert`/`key` (PEM).
+pub fn client_config(ca: &[u8], cert: &[u8], key: &[u8]) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca) {
+        roots.add(ca.expect("a PEM CA")).expect("a usable CA");
+    }
+    let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().expect("a PEM certificate");
+    let key = PrivateKeyDer::from_pem_slice(key).expect("a PEM key");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("a usable client certificate");
+    Arc::new(config)
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // HTTP
 // ---------------------------------------------------------------------------------------------------------------
@@ -572,19 +730,46 @@ fn free_loopback_addr() -> SocketAddr {
 pub struct HttpConnection {
     sender: SendRequest<Full<Bytes>>,
     host: String,
+    token: Option<String>,
 }
 
 impl HttpConnection {
+    /// Plain HTTP (the health and metrics listeners).
     pub async fn connect(addr: SocketAddr) -> Result<HttpConnection, String> {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        HttpConnection::over(stream, addr).await
+    }
+
+    /// HTTPS with a client certificate (the extender listener), as kube-scheduler's extender client connects.
+    pub async fn connect_tls(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Result<HttpConnection, String> {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        HttpConnection::over(stream, addr).await
+    }
+
+    async fn over<IO>(stream: IO, addr: SocketAddr) -> Result<HttpConnection, String>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(async move {
             // Ends when the sender is dropped or the server closes; errors then are of no interest.
             let _ = connection.await;
         });
-        Ok(HttpConnection { sender, host: addr.to_string() })
+        Ok(HttpConnection { sender, host: addr.to_string(), token: None })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request from now on.
+    pub fn with_token(mut self, token: &str) -> HttpConnection {
+        self.token = Some(token.to_owned());
+        self
     }
 
     /// Sends one request and reads the whole answer: (status, body).
@@ -593,6 +778,9 @@ impl HttpConnection {
         let mut request = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, &self.host);
         if !body.is_empty() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
         let response = self.sender.send_request(request).await.map_err(|e| format!("{path}: {e}"))?;
@@ -614,8 +802,27 @@ pub async fn one_request(
     path: &str,
     body: Bytes,
 ) -> Result<(u16, Bytes), String> {
+    one_request_with(addr, None, None, method, path, body).await
+}
+
+/// One request on a fresh connection, over mutual TLS with `pki`'s client certificate when given, with a bearer
+/// `token` when given; bounded by 10 s.
+pub async fn one_request_with(
+    addr: SocketAddr,
+    pki: Option<&TestPki>,
+    token: Option<&str>,
+    method: hyper::Method,
+    path: &str,
+    body: Bytes,
+) -> Result<(u16, Bytes), String> {
     let attempt = async {
-        let mut connection = HttpConnection::connect(addr).await?;
+        let mut connection = match pki {
+            Some(pki) => HttpConnection::connect_tls(addr, pki.client_config()).await?,
+            None => HttpConnection::connect(addr).await?,
+        };
+        if let Some(token) = token {
+            connection = connection.with_token(token);
+        }
         connection.request(method, path, body).await
     };
     tokio::time::timeout(Duration::from_secs(10), attempt).await.map_err(|_| "no answer within 10 s".to_owned())?
@@ -718,9 +925,10 @@ impl GangState {
     }
 }
 
-/// Fetches and decodes `/state` from the muster at `addr` (for tasks that cannot borrow the [`MusterServe`]).
-pub async fn fetch_state(addr: SocketAddr) -> Result<MusterState, String> {
-    let (status, body) = one_request(addr, hyper::Method::GET, "/state", Bytes::new()).await?;
+/// Fetches and decodes `/state` from the metrics listener at `addr` with a bearer `token` (for tasks that
+/// cannot borrow the [`MusterServe`]).
+pub async fn fetch_state(addr: SocketAddr, token: &str) -> Result<MusterState, String> {
+    let (status, body) = one_request_with(addr, None, Some(token), hyper::Method::GET, "/state", Bytes::new()).await?;
     if status != 200 {
         return Err(format!("GET /state answered {status}: {}", String::from_utf8_lossy(&body)));
     }
@@ -793,6 +1001,20 @@ pub fn muster_scheduler_config(muster: &MusterServe, mode: ExtenderMode, client_
     muster_scheduler_config_for_url(&muster.extender_url(), mode, client_qps)
 }
 
+/// The extender's `tlsConfig` for an `https://` URL: the shared [`TestPki`]'s CA and client certificate.
+fn extender_tls_fields(extender_url: &str) -> String {
+    if !extender_url.starts_with("https://") {
+        return String::new();
+    }
+    let dir = TestPki::shared().dir().to_owned();
+    format!(
+        "  enableHTTPS: true\n  tlsConfig:\n    caFile: {:?}\n    certFile: {:?}\n    keyFile: {:?}\n",
+        dir.join("ca.crt"),
+        dir.join("client.crt"),
+        dir.join("client.key")
+    )
+}
+
 /// [`muster_scheduler_config`] with the extender at `extender_url` (its `urlPrefix`, e.g.
 /// [`ReadyProxy::extender_url`] for replicas behind a Service).
 pub fn muster_scheduler_config_for_url(extender_url: &str, mode: ExtenderMode, client_qps: Option<u32>) -> String {
@@ -817,8 +1039,9 @@ extenders:
   nodeCacheCapable: {node_cache}
   httpTimeout: 10s
   ignorable: false
-",
+{tls}",
         url = extender_url,
+        tls = extender_tls_fields(extender_url),
         node_cache = mode == ExtenderMode::NodeNames,
     )
 }
@@ -1327,7 +1550,7 @@ const PROXY_WAIT_FOR_READY: Duration = Duration::from_secs(1);
 /// (closing every connection) on drop.
 pub struct ReadyProxy {
     addr: SocketAddr,
-    backends: Arc<Vec<SocketAddr>>,
+    backends: Arc<Vec<Listeners>>,
     shared: Arc<ProxyShared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -1342,9 +1565,11 @@ struct ProxyShared {
 }
 
 impl ReadyProxy {
-    /// Starts the proxy on a free loopback port in front of `backends` (replicas' addresses, fixed for the life of
-    /// the proxy: a restarted replica comes back on its address) and returns after the first round of probes.
-    pub async fn start(backends: &[SocketAddr]) -> ReadyProxy {
+    /// Starts the proxy on a free loopback port in front of `backends` (replicas' listeners, fixed for the life
+    /// of the proxy: a restarted replica comes back on its addresses) and returns after the first round of probes.
+    /// Connections go to each replica's extender listener (TLS passes through untouched); `/readyz` is probed on
+    /// its health listener.
+    pub async fn start(backends: &[Listeners]) -> ReadyProxy {
         assert!(!backends.is_empty(), "a proxy needs at least one backend");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind a loopback port");
         let addr = listener.local_addr().expect("a bound listener has an address");
@@ -1395,23 +1620,19 @@ impl ReadyProxy {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// What kube-scheduler's extender `urlPrefix` must be to reach the replicas through the proxy.
+    /// What kube-scheduler's extender `urlPrefix` must be to reach the replicas through the proxy (the replicas'
+    /// certificate is for 127.0.0.1, where the proxy listens too).
     pub fn extender_url(&self) -> String {
-        format!("{}{URL_PREFIX}", self.base_url())
+        format!("https://{}{URL_PREFIX}", self.addr)
     }
 
-    /// The backends whose last probe answered 200.
+    /// The extender addresses of the backends whose last probe answered 200.
     pub fn ready_backends(&self) -> Vec<SocketAddr> {
         self.backends
             .iter()
             .zip(&self.shared.ready)
             .filter(|(_, ready)| ready.load(Ordering::Acquire))
-            .map(|(addr, _)| *addr)
+            .map(|(listeners, _)| listeners.extender)
             .collect()
     }
 
@@ -1435,9 +1656,12 @@ impl Drop for ReadyProxy {
 }
 
 /// One round of readiness probes, all backends at once.
-async fn probe_backends(backends: &[SocketAddr], shared: &ProxyShared) {
+async fn probe_backends(backends: &[Listeners], shared: &ProxyShared) {
     let answers = futures::future::join_all(backends.iter().map(|backend| {
-        tokio::time::timeout(PROXY_PROBE_TIMEOUT, one_request(*backend, hyper::Method::GET, "/readyz", Bytes::new()))
+        tokio::time::timeout(
+            PROXY_PROBE_TIMEOUT,
+            one_request(backend.health, hyper::Method::GET, "/readyz", Bytes::new()),
+        )
     }))
     .await;
     for (ready, answer) in shared.ready.iter().zip(answers) {
@@ -1449,7 +1673,7 @@ async fn probe_backends(backends: &[SocketAddr], shared: &ProxyShared) {
 /// until either side closes or breaks.
 async fn forward(
     mut client: tokio::net::TcpStream,
-    backends: &[SocketAddr],
+    backends: &[Listeners],
     shared: &ProxyShared,
     first_choice: usize,
 ) {
@@ -1467,7 +1691,7 @@ async fn forward(
             None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(backends[chosen])).await;
+    let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(backends[chosen].extender)).await;
     let Ok(Ok(mut backend)) = connect else {
         // A replica that died since its last probe: the client's connection just breaks, as through kube-proxy.
         shared.dropped.fetch_add(1, Ordering::Relaxed);
