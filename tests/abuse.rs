@@ -12,9 +12,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::muster::{MusterConfig, MusterServe, TestPki, client_config, install_crds, prometheus_sample};
+use support::muster::{
+    MusterConfig, MusterServe, TestPki, client_config, http_status, install_crds, prometheus_sample, read_until_closed,
+    tls_stream,
+};
 use support::{ControlPlane, TestNode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Peak resident memory muster may reach under any of these attacks.
 const MEMORY_BOUND_MIB: u64 = 256;
@@ -106,32 +109,9 @@ fn assert_memory_bounded(muster: &MusterServe, context: &str) {
 
 /// A TLS connection to the extender with the test client certificate.
 async fn tls_connect(muster: &MusterServe) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let stream = tokio::net::TcpStream::connect(muster.extender_addr()).await.expect("connect to the extender");
-    let name = rustls_pki_types::ServerName::IpAddress(muster.extender_addr().ip().into());
-    tokio_rustls::TlsConnector::from(muster.pki().client_config())
-        .connect(name, stream)
+    tls_stream(muster.extender_addr(), muster.pki().client_config())
         .await
         .expect("mutual TLS handshake with the test client certificate")
-}
-
-/// Reads what the server sends until it closes (or `timeout`); the bytes, and whether it closed.
-async fn read_until_closed(stream: &mut (impl AsyncReadExt + Unpin), timeout: Duration) -> (Vec<u8>, bool) {
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (answer, true),
-            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-            Err(_) => return (answer, false),
-        }
-    }
-}
-
-fn status_of(answer: &[u8]) -> Option<u16> {
-    let text = String::from_utf8_lossy(answer);
-    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
 /// Streams a body of `total` bytes (`prefix`, then `filler` repeated) in 1 MiB writes, chunked (no length), while
@@ -161,7 +141,7 @@ async fn stream_body(muster: &MusterServe, prefix: &[u8], filler: &[u8], total: 
         let _ = writer.write_all(b"0\r\n\r\n").await;
     }
     let answer = reading.await.expect("the reader task");
-    (status_of(&answer), written)
+    (http_status(&answer), written)
 }
 
 /// A request head announcing a `length`-byte body, sent alone: muster must answer from the head.
@@ -173,7 +153,7 @@ async fn announce_body(muster: &MusterServe, length: u64) -> (u16, String) {
     );
     stream.write_all(head.as_bytes()).await.expect("send the head");
     let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
-    let status = status_of(&answer).unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&answer)));
+    let status = http_status(&answer).unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&answer)));
     let text = String::from_utf8_lossy(&answer);
     (status, text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
 }
@@ -289,7 +269,7 @@ async fn ten_thousand_connections_and_slowloris_leave_muster_serving_within_boun
         for (stream, was_closed) in trickling.iter_mut().zip(closed.iter()) {
             if !*was_closed {
                 let (answer, _) = read_until_closed(stream, Duration::from_secs(5)).await;
-                answered += usize::from(status_of(&answer) == Some(200));
+                answered += usize::from(http_status(&answer) == Some(200));
             }
         }
         (closed.iter().filter(|c| **c).count(), answered, started.elapsed())
@@ -308,7 +288,7 @@ async fn ten_thousand_connections_and_slowloris_leave_muster_serving_within_boun
     let mut timed_out = 0;
     for stream in slow_bodies.iter_mut() {
         let (answer, _) = read_until_closed(stream, Duration::from_secs(20)).await;
-        timed_out += usize::from(status_of(&answer) == Some(408));
+        timed_out += usize::from(http_status(&answer) == Some(408));
     }
     assert_eq!(timed_out, slow_bodies.len(), "every never-finished body gets 408 at the request deadline");
     let (closed, answered, took) = trickle.await.expect("the trickle task");
@@ -330,7 +310,7 @@ async fn ten_thousand_connections_and_slowloris_leave_muster_serving_within_boun
         Ok(mut stream) => {
             let _ = stream.write_all(b"GET /muster/filter HTTP/1.1\r\nHost: m\r\n\r\n").await;
             let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
-            status_of(&answer)
+            http_status(&answer)
         }
         Err(_) => None,
     };

@@ -402,7 +402,7 @@ async fn bind_pod(x: &Extender, args: &ExtenderBindingArgs) -> Result<(), String
 
 async fn preempt(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let args: ExtenderPreemptionArgs = match decode(&body) {
+    let args: ExtenderPreemptionArgs = match decode_with_node_limit(&body, x.node_limit()) {
         Ok(a) => a,
         Err(e) => return bad_request(e),
     };

@@ -50,33 +50,7 @@ pub struct NodeList {
 }
 
 fn bounded_nodes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Node>, D::Error> {
-    struct NodesVisitor;
-
-    impl<'de> Visitor<'de> for NodesVisitor {
-        type Value = Vec<Node>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of Node objects")
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Vec<Node>, E> {
-            Ok(Vec::new())
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Node>, A::Error> {
-            let limit = node_limit();
-            let mut nodes = Vec::new();
-            while let Some(node) = seq.next_element()? {
-                if nodes.len() == limit {
-                    return Err(de::Error::custom(format_args!("more than {limit} nodes in one request")));
-                }
-                nodes.push(node);
-            }
-            Ok(nodes)
-        }
-    }
-
-    deserializer.deserialize_any(NodesVisitor)
+    bounded_list(deserializer, node_limit(), "nodes in one request")
 }
 
 std::thread_local! {
@@ -540,9 +514,9 @@ pub struct ExtenderPreemptionArgs {
     /// The pod that preempts.
     #[serde(rename = "Pod")]
     pub pod: Pod,
-    #[serde(rename = "NodeNameToVictims", default, deserialize_with = "or_default")]
+    #[serde(rename = "NodeNameToVictims", default, deserialize_with = "bounded_node_map")]
     pub node_name_to_victims: BTreeMap<String, Victims>,
-    #[serde(rename = "NodeNameToMetaVictims", default, deserialize_with = "or_default")]
+    #[serde(rename = "NodeNameToMetaVictims", default, deserialize_with = "bounded_node_map")]
     pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
 }
 
@@ -554,12 +528,13 @@ pub struct ExtenderPreemptionResult {
     pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
 }
 
-/// The pods to evict on one node, as full objects.
+/// The pods to evict on one node, sent as full objects; only their UIDs are read (a full Pod costs a kilobyte
+/// of memory however little of it the body holds).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self")]
 pub struct Victims {
-    #[serde(rename = "Pods", default, deserialize_with = "or_default")]
-    pub pods: Vec<Pod>,
+    #[serde(rename = "Pods", default, deserialize_with = "bounded_victims")]
+    pub pods: Vec<VictimPod>,
     #[serde(rename = "NumPDBViolations", default, deserialize_with = "or_default")]
     pub num_pdb_violations: i64,
 }
@@ -568,10 +543,101 @@ pub struct Victims {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self")]
 pub struct MetaVictims {
-    #[serde(rename = "Pods", default, deserialize_with = "or_default")]
+    #[serde(rename = "Pods", default, deserialize_with = "bounded_victims")]
     pub pods: Vec<MetaPod>,
     #[serde(rename = "NumPDBViolations", default, deserialize_with = "or_default")]
     pub num_pdb_violations: i64,
+}
+
+/// A victim pod as a full object, of which only `metadata.uid` is kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VictimPod {
+    #[serde(default, deserialize_with = "or_default")]
+    pub metadata: VictimMeta,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VictimMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// Victims on one node at most: above any node's pod capacity (kubelet's default is 110).
+pub const MAX_VICTIMS_PER_NODE: usize = 1_000;
+
+fn bounded_victims<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+    bounded_list(deserializer, MAX_VICTIMS_PER_NODE, "victim pods on one node")
+}
+
+/// Node-keyed maps (victims by node) hold at most [`node_limit`] entries.
+fn bounded_node_map<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, V>, D::Error> {
+    struct MapVisitor<V>(PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object keyed by node name")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let limit = node_limit();
+            let mut entries = BTreeMap::new();
+            while let Some((node, value)) = map.next_entry::<String, V>()? {
+                entries.insert(node, value);
+                if entries.len() > limit {
+                    return Err(de::Error::custom(format_args!("more than {limit} nodes in one request")));
+                }
+            }
+            Ok(entries)
+        }
+    }
+
+    deserializer.deserialize_any(MapVisitor(PhantomData))
+}
+
+/// A list of at most `limit` elements (`null` reads as empty).
+fn bounded_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+    limit: usize,
+    what: &'static str,
+) -> Result<Vec<T>, D::Error> {
+    struct ListVisitor<T> {
+        limit: usize,
+        what: &'static str,
+        element: PhantomData<T>,
+    }
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of {}", self.what)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == self.limit {
+                    return Err(de::Error::custom(format_args!("more than {} {}", self.limit, self.what)));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    deserializer.deserialize_any(ListVisitor { limit, what, element: PhantomData })
 }
 
 /// A pod named by its UID.

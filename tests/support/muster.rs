@@ -795,6 +795,42 @@ impl HttpConnection {
     }
 }
 
+/// A raw TLS stream to `addr` (a loopback listener whose certificate is for its IP) with `tls`'s client
+/// certificate, for tests that write requests byte by byte.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    tokio_rustls::TlsConnector::from(tls).connect(name, stream).await.map_err(|e| format!("TLS handshake: {e}"))
+}
+
+/// Reads what the server sends until it closes the connection (or breaks it) or `timeout` passes: the bytes,
+/// and whether it was closed.
+pub async fn read_until_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    timeout: Duration,
+) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (answer, true),
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => return (answer, false),
+        }
+    }
+}
+
+/// The status code of a raw HTTP/1.1 answer.
+pub fn http_status(answer: &[u8]) -> Option<u16> {
+    String::from_utf8_lossy(answer).strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
 /// One request on a fresh connection, bounded by 10 s.
 pub async fn one_request(
     addr: SocketAddr,
