@@ -20,9 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, PodSpec, Secret, Service};
 use k8s_openapi::api::events::v1::Event as EventV1;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -52,6 +55,11 @@ const LEADER_ELECTION_ROLE: &str = "muster-leader-election";
 const LEASE_NAME: &str = "muster";
 /// muster's default `leaderElection.leaseName`, used when the shipped configuration does not set one.
 const DEFAULT_LEASE_NAME: &str = "muster";
+/// The Secrets of the mutual TLS between kube-scheduler and muster (cert-manager's key names: tls.crt, tls.key,
+/// ca.crt), and where muster reads its own.
+const SERVER_TLS_SECRET: &str = "muster-tls";
+const CLIENT_TLS_SECRET: &str = "muster-scheduler-client-tls";
+const SERVER_TLS_DIR: &str = "/etc/muster/tls";
 /// The PriorityClass muster's pods run at, and the highest value a non-system PriorityClass may have.
 const PRIORITY_CLASS: &str = "muster-critical";
 const HIGHEST_USER_DEFINABLE_PRIORITY: i32 = 1_000_000_000;
@@ -139,6 +147,11 @@ fn muster_role_documents() -> Vec<Value> {
 /// Server-side applies one manifest as `client`, with strict field validation: an unknown or misspelt field in
 /// deploy/ fails here instead of being dropped silently (what `kubectl apply --server-side` would report).
 async fn apply(client: &Client, doc: &Value) {
+    apply_with(client, doc, false).await;
+}
+
+/// [`apply`], or with `dry_run` validated and admitted by the API server but not stored.
+async fn apply_with(client: &Client, doc: &Value, dry_run: bool) {
     let api_version = doc["apiVersion"].as_str().unwrap_or_else(|| panic!("a manifest without apiVersion: {doc}"));
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(group, version, kind_of(doc));
@@ -153,7 +166,8 @@ async fn apply(client: &Client, doc: &Value) {
             Api::namespaced_with(client.clone(), namespace, &resource)
         }
     };
-    let params = PatchParams::apply("muster-rbac-test").validation(ValidationDirective::Strict);
+    let mut params = PatchParams::apply("muster-rbac-test").validation(ValidationDirective::Strict);
+    params.dry_run = dry_run;
     api.patch(name_of(doc), &params, &Patch::Apply(doc))
         .await
         .unwrap_or_else(|e| panic!("cannot apply {} {}: {e}", kind_of(doc), name_of(doc)));
@@ -282,6 +296,9 @@ fn the_shipped_cluster_role_grants_exactly_musters_contract() {
         ("scheduling.muster.dev", "queues", &["list", "watch", "create"]),
         ("scheduling.muster.dev", "queues/status", &["patch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
+        // /state: who a bearer token is, and whether it may list PodGroups (stateAccess: kubernetes).
+        ("authentication.k8s.io", "tokenreviews", &["create"]),
+        ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
     ];
     let expected: BTreeSet<(String, String, String)> = contract
         .iter()
@@ -400,10 +417,83 @@ fn selects(match_labels: Option<&BTreeMap<String, String>>, labels: &BTreeMap<St
     match_labels.is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
+/// Each volume of a pod and what it holds: `configMap/<name>`, `secret/<name>` or `emptyDir`.
+fn volume_sources(pod: &PodSpec) -> BTreeMap<String, String> {
+    pod.volumes
+        .iter()
+        .flatten()
+        .map(|v| {
+            let source = match (&v.config_map, &v.secret, &v.empty_dir) {
+                (Some(c), None, None) => format!("configMap/{}", c.name),
+                (None, Some(s), None) => format!("secret/{}", s.secret_name.as_deref().unwrap_or_default()),
+                (None, None, Some(_)) => "emptyDir".to_owned(),
+                _ => panic!("volume {} is of a kind muster's pod does not use", v.name),
+            };
+            (v.name.clone(), source)
+        })
+        .collect()
+}
+
+/// Where `c` mounts the volume holding `source` (see [`volume_sources`]); a mount of it must be read-only.
+fn mount_of(pod: &PodSpec, c: &Container, source: &str) -> Option<String> {
+    let volumes = volume_sources(pod);
+    let mounts: Vec<_> =
+        c.volume_mounts.iter().flatten().filter(|m| volumes.get(&m.name).map(String::as_str) == Some(source)).collect();
+    assert!(mounts.len() <= 1, "{} mounts {source} more than once", c.name);
+    let mount = mounts.first()?;
+    assert_eq!(mount.read_only, Some(true), "{} mounts {source} read-only", c.name);
+    Some(mount.mount_path.clone())
+}
+
+/// The port of `<section>.listen` (`host:port`) in muster's configuration.
+fn listen_port(config: &serde_norway::Value, section: &str) -> i32 {
+    let listen = config[section]["listen"].as_str().unwrap_or_else(|| panic!("{section}.listen is set"));
+    let (_, port) = listen.rsplit_once(':').unwrap_or_else(|| panic!("{section}.listen {listen} has a port"));
+    port.parse().unwrap_or_else(|e| panic!("{section}.listen {listen}: {e}"))
+}
+
+/// A KubeSchedulerConfiguration from config/ as a sidecar uses it: without `clientConnection.kubeconfig` (the
+/// in-cluster configuration, the pod's ServiceAccount).
+fn without_kubeconfig(mut config: serde_norway::Value) -> serde_norway::Value {
+    let client_connection = config
+        .get_mut("clientConnection")
+        .and_then(|c| c.as_mapping_mut())
+        .expect("the configuration in config/ sets clientConnection");
+    client_connection.remove("kubeconfig");
+    if client_connection.is_empty() {
+        config.as_mapping_mut().expect("a mapping").remove("clientConnection");
+    }
+    config
+}
+
+/// The two KubeSchedulerConfigurations in config/ differ by exactly the TLS to muster: the https URL of the same
+/// address, `enableHTTPS`, and `tlsConfig` naming the files `muster certs` writes.
+#[test]
+fn the_mtls_scheduler_config_is_the_plain_one_with_tls() {
+    let plain = config_file("config/kube-scheduler.yaml");
+    let mtls = config_file("config/kube-scheduler-mtls.yaml");
+    let plain_url = plain["extenders"][0]["urlPrefix"].as_str().expect("urlPrefix");
+    let address = plain_url.strip_prefix("http://").expect("the plain form is http");
+    let mut expected = plain.clone();
+    let extender = &mut expected["extenders"][0];
+    extender["urlPrefix"] = format!("https://{address}").into();
+    extender["enableHTTPS"] = true.into();
+    extender["tlsConfig"] = yaml("{caFile: /certs/ca.crt, certFile: /certs/client.crt, keyFile: /certs/client.key}");
+    assert_eq!(mtls, expected);
+    // The plain form calls muster's default extender address: loopback, the only place plain HTTP is accepted.
+    let muster = config_file("config/muster.yaml");
+    let listen = muster["extender"]["listen"].as_str().expect("extender.listen");
+    let prefix = muster["urlPrefix"].as_str().expect("urlPrefix");
+    assert_eq!(format!("{listen}{prefix}"), address);
+    assert!(listen.starts_with("127.0.0.1:"), "config/muster.yaml listens on loopback: {listen}");
+    assert!(muster["extender"].get("tls").is_none(), "config/muster.yaml shows tls commented out");
+}
+
 /// The Deployment runs what the README says: two replicas (a leader and a standby) of one hardened pod, as the
 /// ServiceAccount the RBAC binds, spread over nodes, above workload priority, with the configurations in config/
 /// plus exactly what high availability changes (leader election on both sides; kube-scheduler calls muster
-/// through the Service), a Service that sends kube-scheduler to the Ready replica, and a disruption budget.
+/// through the Service over mutual TLS, with the Secrets deploy/cert-manager/ issues), a Service that sends
+/// kube-scheduler to the Ready replica, and a disruption budget.
 #[test]
 fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
     let docs = deploy_documents();
@@ -472,14 +562,16 @@ fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
         .collect();
     assert_eq!(downward.get("POD_NAMESPACE"), Some(&"metadata.namespace"), "env: {:?}", muster.env);
     assert_eq!(downward.get("POD_NAME"), Some(&"metadata.name"), "env: {:?}", muster.env);
-    let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+    let probe = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
         let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("an HTTP probe");
         (get.path.clone().unwrap_or_default(), serde_json::to_value(&get.port).expect("a port serialises"))
     };
-    assert_eq!(probe_path(&muster.readiness_probe), ("/readyz".to_owned(), json!("http")));
-    assert_eq!(probe_path(&muster.liveness_probe), ("/healthz".to_owned(), json!("http")));
-    let port = muster.ports.iter().flatten().find(|p| p.name.as_deref() == Some("http")).expect("a port named http");
-    assert_eq!(port.container_port, 8888);
+    // Probes on the plain health listener (the kubelet presents no client certificate).
+    assert_eq!(probe(&muster.readiness_probe), ("/readyz".to_owned(), json!("health")));
+    assert_eq!(probe(&muster.liveness_probe), ("/healthz".to_owned(), json!("health")));
+    let ports: BTreeMap<&str, i32> =
+        muster.ports.iter().flatten().map(|p| (p.name.as_deref().unwrap_or_default(), p.container_port)).collect();
+    assert_eq!(ports, BTreeMap::from([("https", 8443), ("health", 8081), ("metrics", 9090)]));
 
     let scheduler = container(&deployment, "kube-scheduler");
     assert_eq!(scheduler.image.as_deref(), Some("registry.k8s.io/kube-scheduler:v1.35.4"));
@@ -497,61 +589,43 @@ fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
     assert_eq!(pod_security.run_as_non_root, Some(true));
     assert!(pod_security.run_as_user.is_some_and(|uid| uid != 0));
 
-    // The Service kube-scheduler calls muster through: it selects the pods and targets the port muster listens on.
+    // The Service kube-scheduler calls muster through: it selects the pods and targets the extender port, and only
+    // that one (health and metrics are reached on each pod).
     let service: Service = typed(&docs, "Service", "muster");
     assert_eq!(service.metadata.namespace.as_deref(), Some(MUSTER_NAMESPACE));
     let service_spec = service.spec.expect("a Service spec");
     assert!(selects(service_spec.selector.as_ref(), &pod_labels), "the Service selects the pods");
     assert_ne!(service_spec.publish_not_ready_addresses, Some(true), "the Service must route to the Ready leader only");
-    let service_port = &service_spec.ports.expect("ports")[0];
-    assert_eq!((service_port.name.as_deref(), service_port.port), (Some("http"), 8888));
-    assert_eq!(service_port.target_port, Some(IntOrString::String("http".to_owned())));
+    let service_ports = service_spec.ports.expect("ports");
+    assert_eq!(service_ports.len(), 1, "the Service exposes the extender port alone: {service_ports:?}");
+    let service_port = &service_ports[0];
+    assert_eq!((service_port.name.as_deref(), service_port.port), (Some("https"), 8443));
+    assert_eq!(service_port.target_port, Some(IntOrString::String("https".to_owned())));
 
-    // The configurations are config/'s plus exactly what running two replicas changes, mounted where the commands
-    // read them.
-    let muster_config = config_map_entry(&docs, "muster-config", "muster.yaml");
-    let ha = yaml("leaderElection: {enabled: true}");
-    assert_eq!(muster_config, merged(config_file("config/muster.yaml"), ha));
-    let mut expected_scheduler = config_file("config/kube-scheduler.yaml");
-    let client_connection = expected_scheduler
-        .get_mut("clientConnection")
-        .and_then(|c| c.as_mapping_mut())
-        .expect("config/kube-scheduler.yaml sets clientConnection");
-    client_connection.remove("kubeconfig");
-    if client_connection.is_empty() {
-        expected_scheduler.as_mapping_mut().expect("a mapping").remove("clientConnection");
-    }
-    // The sidecars elect one active scheduler on the Lease the bootstrap role system:kube-scheduler allows (its
-    // name, in any namespace), in muster's namespace: never the cluster's own scheduler's Lease in kube-system.
-    expected_scheduler["leaderElection"] =
-        yaml(&format!("{{leaderElect: true, resourceNamespace: {MUSTER_NAMESPACE}, resourceName: kube-scheduler}}"));
-    // The active scheduler may run next to the standby muster: it calls muster through the Service.
-    let listen_port = muster_config["listen"].as_str().and_then(|l| l.rsplit_once(':')).map(|(_, port)| port);
-    assert_eq!(listen_port, Some("8888"), "muster listens on the container port");
-    let prefix = muster_config["urlPrefix"].as_str().expect("urlPrefix");
-    let service_url = format!(
-        "http://{}.{}.svc:{}{prefix}",
-        service.metadata.name.as_deref().expect("a named Service"),
-        MUSTER_NAMESPACE,
-        service_port.port
+    // The Secrets, mounted read-only: muster's server certificate into muster, the client certificate into
+    // kube-scheduler, each only where it is needed.
+    let volumes = volume_sources(pod);
+    assert_eq!(volumes["muster-config"], "configMap/muster-config");
+    assert_eq!(volumes["kube-scheduler-config"], "configMap/muster-kube-scheduler-config");
+    assert_eq!(mount_of(pod, muster, "configMap/muster-config"), Some("/etc/muster".to_owned()));
+    assert_eq!(
+        mount_of(pod, scheduler, "configMap/muster-kube-scheduler-config"),
+        Some("/etc/kubernetes/muster-scheduler".to_owned())
     );
-    expected_scheduler["extenders"][0]["urlPrefix"] = service_url.into();
-    let scheduler_config = config_map_entry(&docs, "muster-kube-scheduler-config", "kube-scheduler.yaml");
-    assert_eq!(scheduler_config, expected_scheduler);
-    assert_eq!(scheduler_config["profiles"][0]["schedulerName"], muster_config["schedulerName"]);
-    let mounts = |c: &Container| -> BTreeMap<String, String> {
-        c.volume_mounts.iter().flatten().map(|m| (m.name.clone(), m.mount_path.clone())).collect()
-    };
-    let volumes: BTreeMap<String, String> = pod
-        .volumes
-        .iter()
-        .flatten()
-        .map(|v| (v.name.clone(), v.config_map.as_ref().map(|c| c.name.clone()).unwrap_or_default()))
-        .collect();
-    assert_eq!(volumes["muster-config"], "muster-config");
-    assert_eq!(mounts(muster)["muster-config"], "/etc/muster");
-    assert_eq!(volumes["kube-scheduler-config"], "muster-kube-scheduler-config");
-    assert_eq!(mounts(scheduler)["kube-scheduler-config"], "/etc/kubernetes/muster-scheduler");
+    let server_tls = mount_of(pod, muster, &format!("secret/{SERVER_TLS_SECRET}"));
+    assert_eq!(server_tls.as_deref(), Some(SERVER_TLS_DIR), "muster mounts {SERVER_TLS_SECRET}");
+    let client_tls = mount_of(pod, scheduler, &format!("secret/{CLIENT_TLS_SECRET}"))
+        .unwrap_or_else(|| panic!("kube-scheduler mounts {CLIENT_TLS_SECRET}"));
+    assert_eq!(
+        mount_of(pod, scheduler, &format!("secret/{SERVER_TLS_SECRET}")),
+        None,
+        "the server key stays in muster"
+    );
+    assert_eq!(
+        mount_of(pod, muster, &format!("secret/{CLIENT_TLS_SECRET}")),
+        None,
+        "the client key stays in kube-scheduler"
+    );
     assert!(
         scheduler
             .command
@@ -562,6 +636,74 @@ fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
         scheduler.command
     );
 
+    // The configurations are config/'s plus exactly what running two replicas changes: leader election, mutual
+    // TLS on the pod IP with the mounted Secret (cert-manager's key names).
+    let muster_config = config_map_entry(&docs, "muster-config", "muster.yaml");
+    let ha = yaml(&format!(
+        "{{leaderElection: {{enabled: true}}, extender: {{listen: '0.0.0.0:8443', tls: {{\
+         certFile: {SERVER_TLS_DIR}/tls.crt, keyFile: {SERVER_TLS_DIR}/tls.key, clientCAFile: {SERVER_TLS_DIR}/ca.crt}}}}}}"
+    ));
+    assert_eq!(muster_config, merged(config_file("config/muster.yaml"), ha));
+    // Each listener on its container port.
+    for (section, port) in [("extender", "https"), ("health", "health"), ("metrics", "metrics")] {
+        assert_eq!(listen_port(&muster_config, section), ports[port], "{section}.listen is on the port named {port}");
+    }
+    let mut expected_scheduler = without_kubeconfig(config_file("config/kube-scheduler-mtls.yaml"));
+    // The sidecars elect one active scheduler on the Lease the bootstrap role system:kube-scheduler allows (its
+    // name, in any namespace), in muster's namespace: never the cluster's own scheduler's Lease in kube-system.
+    expected_scheduler["leaderElection"] =
+        yaml(&format!("{{leaderElect: true, resourceNamespace: {MUSTER_NAMESPACE}, resourceName: kube-scheduler}}"));
+    // The active scheduler may run next to the standby muster: it calls muster through the Service, by a name in
+    // the server certificate, verifying it with the Secret's CA and presenting the Secret's client certificate.
+    let prefix = muster_config["urlPrefix"].as_str().expect("urlPrefix");
+    let service_host =
+        format!("{}.{}.svc", service.metadata.name.as_deref().expect("a named Service"), MUSTER_NAMESPACE);
+    expected_scheduler["extenders"][0]["urlPrefix"] =
+        format!("https://{service_host}:{}{prefix}", service_port.port).into();
+    expected_scheduler["extenders"][0]["tlsConfig"] = yaml(&format!(
+        "{{caFile: {client_tls}/ca.crt, certFile: {client_tls}/tls.crt, keyFile: {client_tls}/tls.key}}"
+    ));
+    let scheduler_config = config_map_entry(&docs, "muster-kube-scheduler-config", "kube-scheduler.yaml");
+    assert_eq!(scheduler_config, expected_scheduler);
+    assert_eq!(scheduler_config["profiles"][0]["schedulerName"], muster_config["schedulerName"]);
+    assert_eq!(scheduler_config["extenders"][0]["enableHTTPS"], serde_norway::Value::Bool(true));
+
+    // cert-manager (deploy/cert-manager/, applied separately) issues exactly these Secrets: the server certificate
+    // for the name kube-scheduler calls, a client certificate, both from one CA muster alone uses.
+    let certificates = documents("deploy/cert-manager/certificates.yaml");
+    let secret_of = |name: &str| -> Value {
+        let certificate = certificates
+            .iter()
+            .find(|d| kind_of(d) == "Certificate" && d["spec"]["secretName"] == name)
+            .unwrap_or_else(|| panic!("no Certificate in deploy/cert-manager/ writes the Secret {name}"));
+        assert_eq!(certificate["metadata"]["namespace"], MUSTER_NAMESPACE);
+        certificate["spec"].clone()
+    };
+    let server = secret_of(SERVER_TLS_SECRET);
+    let dns_names: Vec<&str> =
+        server["dnsNames"].as_array().expect("dnsNames").iter().filter_map(Value::as_str).collect();
+    assert!(
+        dns_names.contains(&service_host.as_str()),
+        "{SERVER_TLS_SECRET} is valid for {service_host}: {dns_names:?}"
+    );
+    assert!(dns_names.contains(&format!("{service_host}.cluster.local").as_str()));
+    assert!(server["usages"].as_array().expect("usages").contains(&json!("server auth")));
+    let client = secret_of(CLIENT_TLS_SECRET);
+    assert!(client["usages"].as_array().expect("usages").contains(&json!("client auth")));
+    assert_eq!(server["issuerRef"], client["issuerRef"], "one CA signs both: each side verifies the other with it");
+    let issuer = certificates
+        .iter()
+        .find(|d| kind_of(d) == "Issuer" && d["metadata"]["name"] == server["issuerRef"]["name"])
+        .expect("the Issuer of muster's certificates");
+    let ca = secret_of(issuer["spec"]["ca"]["secretName"].as_str().expect("a CA Issuer"));
+    assert_eq!(ca["isCA"], json!(true));
+    let issued_from_ca: Vec<&str> = certificates
+        .iter()
+        .filter(|d| kind_of(d) == "Certificate" && d["spec"]["issuerRef"] == server["issuerRef"])
+        .map(|d| d["spec"]["secretName"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(issued_from_ca, [SERVER_TLS_SECRET, CLIENT_TLS_SECRET], "muster accepts any client its CA signed");
+
     // The disruption budget covers the pods; a pod that is not Ready (the standby) never blocks an eviction.
     let budget: PodDisruptionBudget = typed(&docs, "PodDisruptionBudget", "muster");
     assert_eq!(budget.metadata.namespace.as_deref(), Some(MUSTER_NAMESPACE));
@@ -569,6 +711,141 @@ fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
     assert_eq!(budget_spec.min_available, Some(IntOrString::Int(1)));
     assert_eq!(budget_spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
     assert!(selects(budget_spec.selector.as_ref().and_then(|s| s.match_labels.as_ref()), &pod_labels));
+}
+
+/// A NetworkPolicy port (a number or a container port's name) as a number of `c`'s ports.
+fn policy_port(port: &IntOrString, c: &Container) -> i32 {
+    match port {
+        IntOrString::Int(number) => *number,
+        IntOrString::String(name) => {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .unwrap_or_else(|| panic!("the NetworkPolicy names port {name}, which {} does not have", c.name))
+                .container_port
+        }
+    }
+}
+
+/// The NetworkPolicy (applied with deploy/) isolates muster's pods for ingress: the extender port admits only the
+/// muster pods themselves (the kube-scheduler sidecars), health admits anyone (the kubelet), metrics a namespace
+/// (Prometheus'). Every port muster listens on is admitted by some rule, and egress is not restricted.
+#[test]
+fn the_network_policy_admits_only_muster_pods_to_the_extender_port() {
+    let docs = deploy_documents();
+    let deployment: Deployment = typed(&docs, "Deployment", "muster");
+    let spec = deployment.spec.as_ref().expect("a Deployment spec");
+    let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let muster = container(&deployment, "muster");
+    let named = |name: &str| policy_port(&IntOrString::String(name.to_owned()), muster);
+    let (extender, health, metrics) = (named("https"), named("health"), named("metrics"));
+
+    let policy: NetworkPolicy = typed(&docs, "NetworkPolicy", "muster");
+    assert_eq!(policy.metadata.namespace.as_deref(), Some(MUSTER_NAMESPACE));
+    let policy_spec = policy.spec.expect("a NetworkPolicy spec");
+    assert!(
+        selects(policy_spec.pod_selector.as_ref().and_then(|s| s.match_labels.as_ref()), &pod_labels),
+        "the NetworkPolicy selects muster's pods"
+    );
+    assert_eq!(
+        policy_spec.policy_types.as_deref(),
+        Some(&["Ingress".to_owned()][..]),
+        "ingress only: muster must reach the API server, whose address varies"
+    );
+    let rules = policy_spec.ingress.unwrap_or_default();
+    // Which rules admit traffic to a port: those listing it, and those listing no port at all.
+    let admitting = |port: i32| -> Vec<&k8s_openapi::api::networking::v1::NetworkPolicyIngressRule> {
+        rules
+            .iter()
+            .filter(|rule| match &rule.ports {
+                None => true,
+                Some(ports) => ports.iter().any(|p| {
+                    assert!(p.end_port.is_none(), "no port ranges: {p:?}");
+                    assert_eq!(p.protocol.as_deref(), Some("TCP"), "{p:?}");
+                    p.port.as_ref().is_some_and(|n| policy_port(n, muster) == port)
+                }),
+            })
+            .collect()
+    };
+
+    let to_extender = admitting(extender);
+    assert!(!to_extender.is_empty(), "kube-scheduler must reach the extender port {extender}");
+    for rule in to_extender {
+        let peers = rule.from.as_deref().unwrap_or_default();
+        assert!(!peers.is_empty(), "a rule admitting anyone to the extender port: {rule:?}");
+        for peer in peers {
+            assert!(peer.ip_block.is_none() && peer.namespace_selector.is_none(), "not only muster's pods: {peer:?}");
+            let selector = peer.pod_selector.as_ref().expect("a pod selector");
+            assert!(selector.match_expressions.is_none(), "{selector:?}");
+            assert_eq!(
+                selector.match_labels.as_ref(),
+                spec.selector.match_labels.as_ref(),
+                "the extender port admits exactly the Deployment's pods"
+            );
+        }
+    }
+    let to_health = admitting(health);
+    assert!(
+        to_health.iter().any(|rule| rule.from.as_deref().unwrap_or_default().is_empty()),
+        "the probes come from the node: the health port admits anyone"
+    );
+    let to_metrics = admitting(metrics);
+    assert!(!to_metrics.is_empty(), "Prometheus must reach the metrics port {metrics}");
+    for rule in to_metrics {
+        let peers = rule.from.as_deref().unwrap_or_default();
+        assert!(!peers.is_empty(), "the metrics port admits a namespace, not anyone: {rule:?}");
+        assert!(peers.iter().all(|p| p.namespace_selector.is_some() || p.pod_selector.is_some()), "{peers:?}");
+    }
+}
+
+/// The single-replica setup (deploy/single-replica/, not applied with deploy/): one pod whose init container makes
+/// the certificates, kube-scheduler calling the muster beside it on loopback over mutual TLS, the configurations
+/// config/'s plus exactly that.
+#[test]
+fn the_single_replica_setup_calls_the_muster_beside_it_with_certificates_made_at_start() {
+    let docs = documents("deploy/single-replica/muster.yaml");
+    let deployment: Deployment = typed(&docs, "Deployment", "muster");
+    let spec = deployment.spec.as_ref().expect("a Deployment spec");
+    assert_eq!(spec.replicas, Some(1), "a second replica's scheduler could call a standby muster");
+    assert_eq!(spec.strategy.as_ref().and_then(|s| s.type_.as_deref()), Some("Recreate"));
+    let pod = spec.template.spec.as_ref().expect("a pod template");
+    assert_eq!(pod.service_account_name.as_deref(), Some(MUSTER_SERVICE_ACCOUNT));
+    assert_eq!(volume_sources(pod)["certs"], "emptyDir");
+    let init = pod.init_containers.as_deref().unwrap_or_default();
+    assert_eq!(init.len(), 1);
+    let command: Vec<String> = init[0].command.iter().chain(init[0].args.iter()).flatten().cloned().collect();
+    assert_eq!(command, ["muster", "certs", "--out", "/certs", "--host", "127.0.0.1"]);
+    let writable: Vec<_> =
+        init[0].volume_mounts.iter().flatten().map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only)).collect();
+    assert_eq!(writable, [("certs", "/certs", None)]);
+    let muster = container(&deployment, "muster");
+    let scheduler = container(&deployment, "kube-scheduler");
+    for c in [muster, scheduler] {
+        assert_eq!(mount_of(pod, c, "emptyDir"), Some("/certs".to_owned()), "{} reads the certificates", c.name);
+    }
+
+    let muster_config = config_map_entry(&docs, "muster-config", "muster.yaml");
+    let overlay = yaml(
+        "{leaderElection: {enabled: true}, extender: {tls: {certFile: /certs/tls.crt, keyFile: /certs/tls.key, \
+         clientCAFile: /certs/ca.crt}}}",
+    );
+    assert_eq!(muster_config, merged(config_file("config/muster.yaml"), overlay));
+    let mut expected_scheduler = without_kubeconfig(config_file("config/kube-scheduler-mtls.yaml"));
+    expected_scheduler["leaderElection"] =
+        yaml(&format!("{{leaderElect: true, resourceNamespace: {MUSTER_NAMESPACE}, resourceName: kube-scheduler}}"));
+    let scheduler_config = config_map_entry(&docs, "muster-kube-scheduler-config", "kube-scheduler.yaml");
+    assert_eq!(scheduler_config, expected_scheduler);
+    let url = format!(
+        "https://{}{}",
+        muster_config["extender"]["listen"].as_str().expect("extender.listen"),
+        muster_config["urlPrefix"].as_str().expect("urlPrefix")
+    );
+    assert_eq!(scheduler_config["extenders"][0]["urlPrefix"].as_str(), Some(url.as_str()));
+    let ports: Vec<i32> = muster.ports.iter().flatten().map(|p| p.container_port).collect();
+    for section in ["health", "metrics"] {
+        assert!(ports.contains(&listen_port(&muster_config, section)), "{section}.listen is a container port");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -714,6 +991,29 @@ async fn the_shipped_roles_allow_every_call_muster_makes_and_refuse_the_rest() {
     allowed("read its lease", leases.get(LEASE_NAME).await);
     allowed("delete its lease", leases.delete(LEASE_NAME, &DeleteParams::default()).await);
 
+    // /state (stateAccess: kubernetes): who a caller's bearer token belongs to, then whether that identity may list
+    // PodGroups in the namespace asked for.
+    let review: TokenReview =
+        serde_json::from_value(json!({"spec": {"token": control_plane.admin_token()}})).expect("a TokenReview");
+    let reviewed = allowed(
+        "create a tokenreview",
+        Api::<TokenReview>::all(muster.clone()).create(&PostParams::default(), &review).await,
+    );
+    let user = reviewed.status.and_then(|s| s.user).and_then(|u| u.username);
+    assert_eq!(user.as_deref(), Some(support::ADMIN_USER), "the API server names the token's user");
+    let access: SubjectAccessReview = serde_json::from_value(json!({"spec": {
+        "user": support::ADMIN_USER, "groups": ["system:masters"],
+        "resourceAttributes": {
+            "group": "scheduling.muster.dev", "resource": "podgroups", "verb": "list", "namespace": ns,
+        },
+    }}))
+    .expect("a SubjectAccessReview");
+    let decided = allowed(
+        "create a subjectaccessreview",
+        Api::<SubjectAccessReview>::all(muster.clone()).create(&PostParams::default(), &access).await,
+    );
+    assert!(decided.status.is_some_and(|s| s.allowed), "the admin may list PodGroups");
+
     // What muster must not do.
     forbidden("delete a pod directly", pods.delete("pending", &DeleteParams::default()).await);
     forbidden("create a pod", pods.create(&PostParams::default(), &test_pod("sneaky", "1", "1Gi")).await);
@@ -788,10 +1088,10 @@ struct MusterProcess {
 }
 
 impl MusterProcess {
-    /// Runs `muster serve --config <config>` with the given listen port, the test's URL prefix and scheduler name,
-    /// and the environment the Deployment gives each replica from the downward API: its identity (`POD_NAME`) and
-    /// namespace (`POD_NAMESPACE`, where the leader-election Lease lives).
-    fn spawn(config: &Path, kubeconfig: &Path, listen_port: u16, log_dir: &Path, identity: &str) -> MusterProcess {
+    /// Runs `muster serve --config <config>` with its three listeners on the given loopback ports, the test's URL
+    /// prefix and scheduler name, and the environment the Deployment gives each replica from the downward API: its
+    /// identity (`POD_NAME`) and namespace (`POD_NAMESPACE`, where the leader-election Lease lives).
+    fn spawn(config: &Path, kubeconfig: &Path, ports: ReplicaPorts, log_dir: &Path, identity: &str) -> MusterProcess {
         let log_path = log_dir.join(format!("muster-serve-{identity}.log"));
         let log = std::fs::File::create(&log_path).expect("cannot create the muster log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_muster"));
@@ -799,7 +1099,9 @@ impl MusterProcess {
             .arg("serve")
             .arg("--config")
             .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{listen_port}")])
+            .args(["--listen", &format!("127.0.0.1:{}", ports.extender)])
+            .args(["--health-listen", &format!("127.0.0.1:{}", ports.health)])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", ports.metrics)])
             .args(["--url-prefix", "/muster", "--scheduler-name", "muster"])
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", identity)
@@ -841,7 +1143,7 @@ impl MusterProcess {
         let _ = self.child.wait();
     }
 
-    /// Waits until `/readyz` answers 200 on `port`, failing if the process exits or `timeout` passes.
+    /// Waits until `/readyz` answers 200 on the health `port`, failing if the process exits or `timeout` passes.
     async fn wait_ready(&mut self, port: u16, timeout: Duration) {
         let start = Instant::now();
         loop {
@@ -883,6 +1185,20 @@ impl Drop for MusterProcess {
     }
 }
 
+/// Where one replica's listeners are: the extender verbs (mutual TLS), /healthz and /readyz, /metrics and /state.
+#[derive(Debug, Clone, Copy)]
+struct ReplicaPorts {
+    extender: u16,
+    health: u16,
+    metrics: u16,
+}
+
+impl ReplicaPorts {
+    fn free() -> ReplicaPorts {
+        ReplicaPorts { extender: free_loopback_port(), health: free_loopback_port(), metrics: free_loopback_port() }
+    }
+}
+
 fn free_loopback_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port");
     listener.local_addr().expect("a bound listener has an address").port()
@@ -914,16 +1230,19 @@ fn forbidden_lines(log: &str) -> Vec<&str> {
     log.lines().filter(|line| line.to_ascii_lowercase().contains("forbidden")).collect()
 }
 
-/// Stands in for the Service `muster` on loopback: each connection is forwarded to a backend whose `/readyz`
-/// answers 200 when the connection arrives (a Service routes only to Ready endpoints, and only the leader is
-/// Ready), and closed at once when none is, as a connection to a Service without ready endpoints is refused.
+/// Stands in for the Service `muster` on loopback: each connection is forwarded, as raw TCP (the TLS handshake is
+/// kube-scheduler's and muster's), to the extender port of a backend whose `/readyz` on its health port answers
+/// 200 when the connection arrives (a Service routes only to Ready endpoints, and only the leader is Ready, as the
+/// kubelet's readiness probe says), and closed at once when none is, as a connection to a Service without ready
+/// endpoints is refused.
 struct ReadyEndpointsService {
     port: u16,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ReadyEndpointsService {
-    async fn start(backends: Vec<u16>) -> ReadyEndpointsService {
+    /// `backends`: (extender port, health port) of each replica.
+    async fn start(backends: Vec<(u16, u16)>) -> ReadyEndpointsService {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("cannot bind a loopback port");
         let port = listener.local_addr().expect("a bound listener has an address").port();
         let backends = Arc::new(backends);
@@ -932,11 +1251,11 @@ impl ReadyEndpointsService {
                 let Ok((mut inbound, _)) = listener.accept().await else { continue };
                 let backends = backends.clone();
                 tokio::spawn(async move {
-                    for &backend in backends.iter() {
-                        if !matches!(http_get(backend, "/readyz").await, Ok((200, _))) {
+                    for &(extender, health) in backends.iter() {
+                        if !matches!(http_get(health, "/readyz").await, Ok((200, _))) {
                             continue;
                         }
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", extender)).await {
                             let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                             return;
                         }
@@ -1013,12 +1332,13 @@ async fn run_gang(admin: &Client, namespace: &str, name: &str, members: u32, cpu
 /// restores admissions from PodGroup status; with room for a loaded machine.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The whole product with the shipped deploy/ (RBAC, both configurations, leader election on both sides): two
-/// `muster serve` replicas elect a leader on the Lease in muster's namespace, a kube-scheduler with the
-/// configuration from the ConfigMap (electing its own leader on its Lease there) reaches the leader through a
-/// stand-in for the Service, and a gang of two is admitted and bound. Then the leader is killed: the standby takes
-/// the Lease, becomes Ready, and the next gang binds through the same scheduler, untouched. No authorization
-/// failure on any side.
+/// The whole product with the shipped deploy/ (RBAC, both configurations, leader election on both sides, mutual
+/// TLS with certificates from `muster certs` in place of the Secrets): two `muster serve` replicas elect a leader
+/// on the Lease in muster's namespace, a kube-scheduler with the configuration from the ConfigMap (electing its own
+/// leader on its Lease there) reaches the leader's extender port through a stand-in for the Service that follows
+/// the replicas' readiness on their health ports, and a gang of two is admitted and bound. Then the leader is
+/// killed: the standby takes the Lease, becomes Ready, and the next gang binds through the same scheduler,
+/// untouched. No authorization failure on any side.
 ///
 /// The scheduler acts as the pod's ServiceAccount, with every shipped binding. muster acts as a user bound to
 /// muster's own roles alone (the shipped ClusterRole and Role bindings with their subject replaced): the
@@ -1034,6 +1354,10 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_gangs_across_a_failover_wit
     install_crds(&admin).await;
     for doc in deploy_documents() {
         apply(&admin, &doc).await;
+    }
+    // The single-replica setup is valid too (strict validation, dry run: its objects have deploy/'s names).
+    for doc in documents("deploy/single-replica/muster.yaml") {
+        apply_with(&admin, &doc, true).await;
     }
     for doc in muster_role_documents() {
         if !matches!(kind_of(&doc), "ClusterRoleBinding" | "RoleBinding") {
@@ -1058,20 +1382,51 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_gangs_across_a_failover_wit
     control_plane.create_node(&TestNode::new("node-a", "2", "4Gi")).await;
     control_plane.create_node(&TestNode::new("node-b", "2", "4Gi")).await;
 
-    // Two replicas with the shipped configuration file (the flags override where they listen, as on a laptop).
+    // The certificates the Secrets hold, made the way deploy/README.md gives for a cluster without cert-manager,
+    // for the address the stand-in Service listens on.
+    let certs = control_plane.dir().join("certs");
+    let made = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["certs", "--host", "127.0.0.1", "--out"])
+        .arg(&certs)
+        .output()
+        .expect("cannot run muster certs");
+    assert!(made.status.success(), "muster certs failed: {}", String::from_utf8_lossy(&made.stderr));
+    let cert = |name: &str| certs.join(name).display().to_string();
+
+    // Two replicas with the shipped configuration file: the Secret's files where this test made them, and the
+    // flags overriding where they listen, as on a laptop.
     let docs = deploy_documents();
+    let mut muster_config = config_map_entry(&docs, "muster-config", "muster.yaml");
+    let tls = &mut muster_config["extender"]["tls"];
+    for (field, file) in [("certFile", "tls.crt"), ("keyFile", "tls.key"), ("clientCAFile", "ca.crt")] {
+        let shipped = tls[field].as_str().unwrap_or_else(|| panic!("extender.tls.{field} is set"));
+        assert_eq!(shipped, format!("{SERVER_TLS_DIR}/{file}"), "the mounted Secret's {file}");
+        tls[field] = cert(file).into();
+    }
     let config_path = control_plane.dir().join("muster.yaml");
-    std::fs::write(&config_path, config_map_text(&docs, "muster-config", "muster.yaml")).expect("write the config");
+    std::fs::write(&config_path, serde_norway::to_string(&muster_config).expect("YAML serialises"))
+        .expect("write the config");
     let kubeconfig = control_plane.kubeconfig_for_user(MUSTER_ROLE_ONLY_USER).to_owned();
-    let (port_a, port_b) = (free_loopback_port(), free_loopback_port());
-    let service = ReadyEndpointsService::start(vec![port_a, port_b]).await;
-    let mut muster_a = MusterProcess::spawn(&config_path, &kubeconfig, port_a, control_plane.dir(), "muster-a");
-    muster_a.wait_ready(port_a, Duration::from_secs(60)).await;
+    let (ports_a, ports_b) = (ReplicaPorts::free(), ReplicaPorts::free());
+    let service =
+        ReadyEndpointsService::start(vec![(ports_a.extender, ports_a.health), (ports_b.extender, ports_b.health)])
+            .await;
+    let mut muster_a = MusterProcess::spawn(&config_path, &kubeconfig, ports_a, control_plane.dir(), "muster-a");
+    muster_a.wait_ready(ports_a.health, Duration::from_secs(60)).await;
     wait_for_lease_holder(&admin, MUSTER_NAMESPACE, LEASE_NAME, "muster-a").await;
 
-    // The sidecar's configuration as shipped, pointed at this Service, acting as the pod's ServiceAccount.
+    // The sidecar's configuration as shipped, pointed at this Service over mutual TLS with the client Secret's
+    // files, acting as the pod's ServiceAccount.
     let mut config = config_map_entry(&docs, "muster-kube-scheduler-config", "kube-scheduler.yaml");
-    config["extenders"][0]["urlPrefix"] = format!("http://127.0.0.1:{}/muster", service.port).into();
+    let extender = &mut config["extenders"][0];
+    let shipped_url = extender["urlPrefix"].as_str().expect("urlPrefix");
+    assert!(shipped_url.starts_with("https://"), "kube-scheduler calls muster over TLS: {shipped_url}");
+    extender["urlPrefix"] = format!("https://127.0.0.1:{}/muster", service.port).into();
+    let tls = &mut extender["tlsConfig"];
+    for (field, file) in [("caFile", "ca.crt"), ("certFile", "client.crt"), ("keyFile", "client.key")] {
+        assert!(tls[field].as_str().is_some(), "tlsConfig.{field} is set");
+        tls[field] = cert(file).into();
+    }
     let scheduler_kubeconfig = control_plane.kubeconfig_for_user(MUSTER_USER).display().to_string();
     config.as_mapping_mut().expect("a mapping").insert(
         "clientConnection".into(),
@@ -1099,7 +1454,7 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_gangs_across_a_failover_wit
         None,
         "the sidecar must never take the cluster scheduler's Lease"
     );
-    let (_, metrics) = http_get(port_a, "/metrics").await.expect("muster-a serves /metrics");
+    let (_, metrics) = http_get(ports_a.metrics, "/metrics").await.expect("muster-a serves /metrics");
     assert!(
         metrics.lines().any(|l| l.starts_with("muster_leader") && l.trim_end().ends_with(" 1")),
         "the leader reports muster_leader 1:\n{}",
@@ -1107,9 +1462,9 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_gangs_across_a_failover_wit
     );
 
     // A second replica is a standby: it serves, is not Ready, and leaves the Lease to the leader.
-    let mut muster_b = MusterProcess::spawn(&config_path, &kubeconfig, port_b, control_plane.dir(), "muster-b");
+    let mut muster_b = MusterProcess::spawn(&config_path, &kubeconfig, ports_b, control_plane.dir(), "muster-b");
     let start = Instant::now();
-    while !matches!(http_get(port_b, "/healthz").await, Ok((200, _))) {
+    while !matches!(http_get(ports_b.health, "/healthz").await, Ok((200, _))) {
         muster_b.assert_running();
         assert!(start.elapsed() < Duration::from_secs(60), "the standby never served /healthz");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1117,7 +1472,7 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_gangs_across_a_failover_wit
     let watched_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < watched_until {
         muster_b.assert_running();
-        let (status, body) = http_get(port_b, "/readyz").await.expect("the standby answers /readyz");
+        let (status, body) = http_get(ports_b.health, "/readyz").await.expect("the standby answers /readyz");
         assert_ne!(status, 200, "a standby must not be Ready while the leader holds the Lease: {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1131,7 +1486,7 @@ async fn muster_serve_and_its_sidecar_scheduler_bind_gangs_across_a_failover_wit
     // The leader dies without releasing the Lease. The standby takes over once it expires, and kube-scheduler,
     // untouched, reaches it through the Service: the next gang binds.
     muster_a.kill();
-    muster_b.wait_ready(port_b, FAILOVER_TIMEOUT).await;
+    muster_b.wait_ready(ports_b.health, FAILOVER_TIMEOUT).await;
     wait_for_lease_holder(&admin, MUSTER_NAMESPACE, LEASE_NAME, "muster-b").await;
     run_gang(&admin, ns, "infer", 2, "500m", "512Mi").await;
 
