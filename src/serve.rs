@@ -287,7 +287,10 @@ impl ServeConfig {
             "extender.maxConnections, maxConcurrentRequests and maxBodyBytes must be positive"
         );
         anyhow::ensure!(
-            x.request_timeout.0 > 0 && x.handshake_timeout.0 > 0 && x.header_read_timeout.0 > 0 && x.tls_reload_interval.0 > 0,
+            x.request_timeout.0 > 0
+                && x.handshake_timeout.0 > 0
+                && x.header_read_timeout.0 > 0
+                && x.tls_reload_interval.0 > 0,
             "extender timeouts and tlsReloadInterval must be positive"
         );
         let le = &config.leader_election;

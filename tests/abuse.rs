@@ -104,7 +104,10 @@ fn peak_rss_mib(muster: &MusterServe) -> u64 {
 fn assert_memory_bounded(muster: &MusterServe, context: &str) {
     let peak = peak_rss_mib(muster);
     println!("{context}: muster's peak resident memory {peak} MiB (bound {MEMORY_BOUND_MIB} MiB)");
-    assert!(peak < MEMORY_BOUND_MIB, "{context}: muster's peak resident memory {peak} MiB exceeds {MEMORY_BOUND_MIB} MiB");
+    assert!(
+        peak < MEMORY_BOUND_MIB,
+        "{context}: muster's peak resident memory {peak} MiB exceeds {MEMORY_BOUND_MIB} MiB"
+    );
 }
 
 /// A TLS connection to the extender with the test client certificate.
@@ -153,7 +156,8 @@ async fn announce_body(muster: &MusterServe, length: u64) -> (u16, String) {
     );
     stream.write_all(head.as_bytes()).await.expect("send the head");
     let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
-    let status = http_status(&answer).unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&answer)));
+    let status =
+        http_status(&answer).unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&answer)));
     let text = String::from_utf8_lossy(&answer);
     (status, text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
 }
@@ -292,7 +296,10 @@ async fn ten_thousand_connections_and_slowloris_leave_muster_serving_within_boun
     }
     assert_eq!(timed_out, slow_bodies.len(), "every never-finished body gets 408 at the request deadline");
     let (closed, answered, took) = trickle.await.expect("the trickle task");
-    println!("slowloris heads: {closed} of 200 closed by muster within {:.1}s, {answered} answered", took.as_secs_f64());
+    println!(
+        "slowloris heads: {closed} of 200 closed by muster within {:.1}s, {answered} answered",
+        took.as_secs_f64()
+    );
     assert_eq!((closed, answered), (200, 0), "the header deadline closes every trickling head");
 
     // Clients without a trusted certificate are refused at the handshake; kube-scheduler's still works.

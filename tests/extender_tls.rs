@@ -29,7 +29,9 @@ fn filter_body() -> Vec<u8> {
 }
 
 fn head(length: usize) -> String {
-    format!("POST {FILTER} HTTP/1.1\r\nHost: muster\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n")
+    format!(
+        "POST {FILTER} HTTP/1.1\r\nHost: muster\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
 }
 
 /// One filter call on a new connection with `tls`: the HTTP status, or why there was none.
@@ -86,23 +88,28 @@ async fn untrusted_clients_are_refused_and_rotated_certificates_are_used_without
     assert_eq!(filter_with(&muster, old_client.clone()).await, Ok(200));
 
     // Refused: no certificate, a certificate from another CA, an expired certificate from the right CA.
-    let no_certificate = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates({
-            let mut roots = rustls::RootCertStore::empty();
-            for ca in rustls_pki_types::pem::PemObject::pem_slice_iter(&old_ca) {
-                roots.add(ca.expect("a PEM CA")).expect("a usable CA");
-            }
-            roots
-        })
-        .with_no_client_auth();
+    let no_certificate =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates({
+                let mut roots = rustls::RootCertStore::empty();
+                for ca in rustls_pki_types::pem::PemObject::pem_slice_iter(&old_ca) {
+                    roots.add(ca.expect("a PEM CA")).expect("a usable CA");
+                }
+                roots
+            })
+            .with_no_client_auth();
     let stranger = TestPki::generate();
-    let other_ca = client_config(&old_ca, stranger.pki.client_cert_pem.as_bytes(), stranger.pki.client_key_pem.as_bytes());
+    let other_ca =
+        client_config(&old_ca, stranger.pki.client_cert_pem.as_bytes(), stranger.pki.client_key_pem.as_bytes());
     let now = std::time::SystemTime::now();
-    let expired_validity =
-        Validity { not_before: now - Duration::from_secs(7 * 24 * 3600), not_after: now - Duration::from_secs(24 * 3600) };
-    let (expired_cert, expired_key) = pki.pki.issue_client("kube-scheduler", expired_validity).expect("an expired cert");
+    let expired_validity = Validity {
+        not_before: now - Duration::from_secs(7 * 24 * 3600),
+        not_after: now - Duration::from_secs(24 * 3600),
+    };
+    let (expired_cert, expired_key) =
+        pki.pki.issue_client("kube-scheduler", expired_validity).expect("an expired cert");
     let expired = client_config(&old_ca, expired_cert.as_bytes(), expired_key.as_bytes());
     let failures_before = prometheus_sample(&muster.metrics().await, "muster_tls_handshake_failures_total", "extender");
     for (what, tls) in [("no certificate", Arc::new(no_certificate)), ("another CA", other_ca), ("expired", expired)] {
@@ -139,8 +146,10 @@ async fn untrusted_clients_are_refused_and_rotated_certificates_are_used_without
 
     // New connections get the new server certificate: a client trusting only the old CA now refuses muster;
     // clients of either CA are accepted while both are in ca.crt.
-    let new_client = client_config(new.ca_cert_pem.as_bytes(), new.client_cert_pem.as_bytes(), new.client_key_pem.as_bytes());
-    let old_cert_new_trust = client_config(new.ca_cert_pem.as_bytes(), &read(dir, "client.crt"), &read(dir, "client.key"));
+    let new_client =
+        client_config(new.ca_cert_pem.as_bytes(), new.client_cert_pem.as_bytes(), new.client_key_pem.as_bytes());
+    let old_cert_new_trust =
+        client_config(new.ca_cert_pem.as_bytes(), &read(dir, "client.crt"), &read(dir, "client.key"));
     assert!(filter_with(&muster, old_client.clone()).await.is_err(), "the old server certificate is no longer served");
     assert_eq!(filter_with(&muster, new_client.clone()).await, Ok(200));
     assert_eq!(filter_with(&muster, old_cert_new_trust.clone()).await, Ok(200));

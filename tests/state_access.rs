@@ -22,8 +22,9 @@ async fn get_state(muster: &MusterServe, path: &str, token: Option<&str>) -> (u1
         connection = connection.with_token(token);
     }
     let (status, body) = connection.request(hyper::Method::GET, path, bytes::Bytes::new()).await.expect("an answer");
-    let body = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("GET {path} answered {status} with non-JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    let body = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!("GET {path} answered {status} with non-JSON ({e}): {}", String::from_utf8_lossy(&body))
+    });
     (status, body)
 }
 
@@ -64,7 +65,11 @@ async fn state_answers_only_the_namespaces_the_caller_may_list_podgroups_in() {
     Api::<Role>::namespaced(admin.clone(), "team-a").create(&PostParams::default(), &role).await.expect("a Role");
     let binding = RoleBinding {
         metadata: ObjectMeta { name: Some("podgroup-reader".into()), ..Default::default() },
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: "podgroup-reader".into() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "podgroup-reader".into(),
+        },
         subjects: Some(vec![Subject {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "User".into(),
@@ -114,7 +119,8 @@ async fn state_answers_only_the_namespaces_the_caller_may_list_podgroups_in() {
 
     // /metrics needs nothing.
     let mut connection = HttpConnection::connect(muster.metrics_addr()).await.expect("connect");
-    let (status, metrics) = connection.request(hyper::Method::GET, "/metrics", bytes::Bytes::new()).await.expect("/metrics");
+    let (status, metrics) =
+        connection.request(hyper::Method::GET, "/metrics", bytes::Bytes::new()).await.expect("/metrics");
     assert_eq!(status, 200);
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("muster_http_rejected_requests_total{code=\"401\",listener=\"metrics\"} 2"), "{metrics}");

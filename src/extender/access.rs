@@ -162,7 +162,12 @@ impl StateAccess {
         Ok(identity)
     }
 
-    async fn may_list_pod_groups(&self, client: &kube::Client, who: &Identity, namespace: &str) -> Result<bool, Denied> {
+    async fn may_list_pod_groups(
+        &self,
+        client: &kube::Client,
+        who: &Identity,
+        namespace: &str,
+    ) -> Result<bool, Denied> {
         let key = (format!("{}\u{0}{}", who.user, who.groups.join(",")), namespace.to_owned());
         if let Some(allowed) = fresh(&self.decisions, &key) {
             return Ok(allowed);

@@ -14,8 +14,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::middleware;
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
@@ -24,13 +24,13 @@ use serde::Serialize;
 use tower::ServiceBuilder;
 use tracing::{info, warn};
 
+use super::access::{StateAccess, StateView};
 use super::wire::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, ExtenderPreemptionArgs,
     ExtenderPreemptionResult, HostPriority, MAX_EXTENDER_PRIORITY, MetaPod, MetaVictims, NodeNames, WireError, decode,
     decode_with_node_limit,
 };
 use crate::metrics::Metrics;
-use super::access::{StateAccess, StateView};
 use crate::plan::{Feedback, Plans, PodPlan};
 
 /// What the handlers share.
@@ -125,7 +125,12 @@ pub fn metrics_router(extender: Arc<Extender>, access: Arc<StateAccess>) -> Rout
 }
 
 /// The answer to a request a bound refused: 503 when over the concurrency limit, 408 past the deadline.
-fn refusal(counter: &prometheus::IntCounterVec, listener: &str, error: &tower::BoxError, timeout: Duration) -> Response {
+fn refusal(
+    counter: &prometheus::IntCounterVec,
+    listener: &str,
+    error: &tower::BoxError,
+    timeout: Duration,
+) -> Response {
     let (status, message) = if error.is::<tower::load_shed::error::Overloaded>() {
         (StatusCode::SERVICE_UNAVAILABLE, "muster is handling as many requests as it allows; retry".to_owned())
     } else if error.is::<tower::timeout::error::Elapsed>() {
@@ -145,11 +150,8 @@ async fn limit_body(
     next: middleware::Next,
 ) -> Response {
     let limit = x.body_limit(ceiling);
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         x.metrics.http_rejected_requests.with_label_values(&["extender", "413"]).inc();
         let size = declared.unwrap_or_default();

@@ -195,7 +195,8 @@ impl Pki {
             ca_params,
             ca_key,
         };
-        (pki.server_cert_pem, pki.server_key_pem) = pki.issue(hosts, "muster", rcgen::ExtendedKeyUsagePurpose::ServerAuth, validity)?;
+        (pki.server_cert_pem, pki.server_key_pem) =
+            pki.issue(hosts, "muster", rcgen::ExtendedKeyUsagePurpose::ServerAuth, validity)?;
         (pki.client_cert_pem, pki.client_key_pem) =
             pki.issue(&[], client_name, rcgen::ExtendedKeyUsagePurpose::ClientAuth, validity)?;
         Ok(pki)

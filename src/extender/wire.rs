@@ -41,8 +41,8 @@ pub const MAX_NODES_PER_REQUEST: usize = 100_000;
 pub const MAX_EXTENDER_PRIORITY: i64 = 10;
 
 /// A list of nodes as kube-scheduler sends it when the extender is not `nodeCacheCapable`: a v1 `NodeList`, of
-/// which only `items` is read (and written back in an answer). At most [`node_limit`] items: a list of empty
-/// objects costs 3 bytes of body per Node but a kilobyte of memory.
+/// which only `items` is read (and written back in an answer). Its length is bounded like a list of names
+/// ([`decode_with_node_limit`]): a list of empty objects costs 3 bytes of body per Node but a kilobyte of memory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeList {
     #[serde(default, deserialize_with = "bounded_nodes")]

@@ -57,10 +57,10 @@ mod tools;
 pub mod wait;
 
 pub use self::muster::{
-    E2E_TIMEOUT, ExtenderMode, GangState, HOLD, HttpConnection, LeaderElectionConfig, MUSTER_SCHEDULER, MusterConfig,
-    Listeners, MusterEnv, MusterServe, MusterState, PodHistory, ReadyProxy, ServeOptions, TerminatingPodKubelet, Transition,
-    TestPki, URL_PREFIX, assert_never_bound, assert_no_node_overcommitted, create_nodes_concurrently, fetch_state, gang_pod,
-    holds_capacity, install_crds, member_template, muster_pod, muster_scheduler_config,
+    E2E_TIMEOUT, ExtenderMode, GangState, HOLD, HttpConnection, LeaderElectionConfig, Listeners, MUSTER_SCHEDULER,
+    MusterConfig, MusterEnv, MusterServe, MusterState, PodHistory, ReadyProxy, ServeOptions, TerminatingPodKubelet,
+    TestPki, Transition, URL_PREFIX, assert_never_bound, assert_no_node_overcommitted, create_nodes_concurrently,
+    fetch_state, gang_pod, holds_capacity, install_crds, member_template, muster_pod, muster_scheduler_config,
     muster_scheduler_config_for_url, pod_group, pod_request, prebound_pod, quantity, queue, start_muster_scheduler,
     start_muster_scheduler_at, state_quantity, toleration, wait_all_bound_within, with_node_selector,
 };

@@ -808,10 +808,7 @@ pub async fn tls_stream(
 
 /// Reads what the server sends until it closes the connection (or breaks it) or `timeout` passes: the bytes,
 /// and whether it was closed.
-pub async fn read_until_closed(
-    stream: &mut (impl tokio::io::AsyncRead + Unpin),
-    timeout: Duration,
-) -> (Vec<u8>, bool) {
+pub async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin), timeout: Duration) -> (Vec<u8>, bool) {
     use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();
     let mut buf = [0u8; 8192];
@@ -1707,12 +1704,7 @@ async fn probe_backends(backends: &[Listeners], shared: &ProxyShared) {
 
 /// Hands `client` to a ready backend (trying them round robin from `first_choice`) and copies bytes both ways
 /// until either side closes or breaks.
-async fn forward(
-    mut client: tokio::net::TcpStream,
-    backends: &[Listeners],
-    shared: &ProxyShared,
-    first_choice: usize,
-) {
+async fn forward(mut client: tokio::net::TcpStream, backends: &[Listeners], shared: &ProxyShared, first_choice: usize) {
     let deadline = Instant::now() + PROXY_WAIT_FOR_READY;
     let chosen = loop {
         let ready = (0..backends.len())
@@ -1727,7 +1719,8 @@ async fn forward(
             None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(backends[chosen].extender)).await;
+    let connect =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(backends[chosen].extender)).await;
     let Ok(Ok(mut backend)) = connect else {
         // A replica that died since its last probe: the client's connection just breaks, as through kube-proxy.
         shared.dropped.fetch_add(1, Ordering::Relaxed);
