@@ -1,5 +1,6 @@
 //! Property-based fuzzing of every input muster parses without an API server: the extender's wire decoder,
-//! quantities, scenario files, and cluster objects (Nodes, Queues, PodGroups, Pods) fed to the index.
+//! quantities, scenario files, and cluster objects (Nodes, Queues, PodGroups, Pods, Spark drivers with their
+//! executor configuration) fed to the index. The whole HTTP handler path is fuzzed in `src/extender/handler_fuzz.rs`.
 //!
 //! The property is the same everywhere: no panic, whatever the input. Malformed input is an error value (a
 //! `WireError`, a `QuantityError`, a `ScenarioError`, or for a cluster object a `ClusterWrite::Problem` and a
@@ -13,7 +14,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use muster::api::{PodGroup, Queue};
+use muster::api::{PodGroup, Queue, names};
 use muster::core::{Policy, Unit, parse_amount};
 use muster::extender::wire::{ExtenderArgs, ExtenderBindingArgs, ExtenderPreemptionArgs, decode};
 use muster::index::{Index, IndexConfig};
@@ -232,12 +233,16 @@ fn podgroup_object() -> impl Strategy<Value = Value> {
 /// requests and sometimes arbitrary placement, bound to a node or not.
 fn muster_pod() -> impl Strategy<Value = Value> {
     (0u8..8, prop::sample::select(vec!["", "podgroup-0", "podgroup-1", "spark-a"]), amount(), amount(),
-     sometimes(OBJECT_KEYS), prop::option::of(0u8..6))
-        .prop_map(|(n, group, cpu, memory, placement, node)| {
+     sometimes(OBJECT_KEYS), prop::option::of(0u8..6), spark_driver_annotations())
+        .prop_map(|(n, group, cpu, memory, placement, node, spark_annotations)| {
             let mut labels = Map::new();
+            let mut annotations = Map::new();
             if group.starts_with("spark") {
                 labels.insert("spark-app-selector".into(), json!(group));
                 labels.insert("spark-role".into(), json!(if n == 0 { "driver" } else { "executor" }));
+                if n == 0 {
+                    annotations = spark_annotations;
+                }
             } else if !group.is_empty() {
                 labels.insert("muster.dev/pod-group".into(), json!(group));
             }
@@ -254,7 +259,48 @@ fn muster_pod() -> impl Strategy<Value = Value> {
             }
             let mut metadata = metadata("Pod", n, true, labels);
             metadata["uid"] = json!(format!("pod-{n}"));
+            if !annotations.is_empty() {
+                metadata["annotations"] = Value::Object(annotations);
+            }
             json!({"metadata": metadata, "spec": spec})
+        })
+}
+
+/// The Spark configuration muster reads from a driver (its executor annotations): counts, the executor's
+/// resources as JSON, its node selector and tolerations as JSON, each well-formed, mangled or arbitrary.
+fn spark_driver_annotations() -> impl Strategy<Value = Map<String, Value>> {
+    let count = prop_oneof!["[0-9]{1,3}", "-?[0-9]{1,12}", "\\PC{0,6}"];
+    let json_text = |keys: &'static [&'static str]| {
+        prop_oneof![
+            json_value(keys).prop_map(|v| v.to_string()),
+            json_value(keys).prop_map(|v| {
+                let text = v.to_string();
+                text.chars().take(text.chars().count() / 2).collect::<String>()
+            }),
+            "\\PC{0,16}",
+        ]
+    };
+    (
+        prop::option::of(count.clone()),
+        prop::option::of(count),
+        prop::option::of(json_text(&["cpu", "memory", "nvidia.com/gpu", "pods"])),
+        prop::option::of(json_text(&["disktype", "pool", "zone"])),
+        prop::option::of(json_text(&["key", "operator", "value", "effect", "tolerationSeconds"])),
+    )
+        .prop_map(|(min, max, resources, selector, tolerations)| {
+            let mut annotations = Map::new();
+            for (key, value) in [
+                (names::MIN_EXECUTORS_ANNOTATION, min),
+                (names::MAX_EXECUTORS_ANNOTATION, max),
+                (names::EXECUTOR_RESOURCES_ANNOTATION, resources),
+                (names::EXECUTOR_NODE_SELECTOR_ANNOTATION, selector),
+                (names::EXECUTOR_TOLERATIONS_ANNOTATION, tolerations),
+            ] {
+                if let Some(value) = value {
+                    annotations.insert(key.to_owned(), Value::String(value));
+                }
+            }
+            annotations
         })
 }
 
