@@ -190,6 +190,9 @@ async fn a_gigabyte_body_and_sixteen_million_node_names_are_refused_within_bound
     println!("16 million names, chunked: answered {status:?} after {} MiB were written", written >> 20);
     assert!(matches!(status, Some(413) | None), "16 million names answered {status:?}");
 
+    let too_large = prometheus_sample(&muster.metrics().await, "muster_http_rejected_requests_total", "code=\"413\"");
+    assert_eq!(too_large, 4.0, "two announced and two streamed bodies refused with 413");
+
     // As many names as fit under the body limit (half a million): refused by the node limit, not decoded whole.
     let names = vec!["a"; 500_000];
     let (status, body) = muster

@@ -164,7 +164,11 @@ async fn limit_body(
         );
     }
     let request = request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
-    next.run(request).await
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        x.metrics.http_rejected_requests.with_label_values(&["extender", "413"]).inc();
+    }
+    response
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response {
