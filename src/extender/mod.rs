@@ -2,6 +2,8 @@
 //! and the listeners they are served on (TLS, connection bounds).
 
 pub mod access;
+#[cfg(test)]
+mod handler_fuzz;
 pub mod listen;
 pub mod server;
 pub mod tls;

@@ -92,14 +92,19 @@ pub fn extender_router(extender: Arc<Extender>, prefix: &str, limits: RequestLim
             async move { refusal(&shed, "extender", &error, limits.request_timeout) }
         }))
         .load_shed()
-        .concurrency_limit(limits.max_concurrent_requests)
+        // One semaphore for the listener: `Router::layer` wraps each route apart, and a per-route limit would let
+        // four times as many requests in.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(tokio::sync::Semaphore::new(
+            limits.max_concurrent_requests,
+        ))))
         .timeout(limits.request_timeout);
     Router::new()
         .route(&format!("{prefix}/filter"), post(filter))
         .route(&format!("{prefix}/prioritize"), post(prioritize))
         .route(&format!("{prefix}/bind"), post(bind))
         .route(&format!("{prefix}/preempt"), post(preempt))
-        .layer(middleware::from_fn_with_state((extender.clone(), limits.max_body_bytes), limit_body))
+        .fallback(no_such_verb)
+        .layer(middleware::from_fn_with_state((extender.clone(), limits.max_body_bytes), bound_body))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(bounds)
         .with_state(extender)
@@ -143,32 +148,57 @@ fn refusal(
 }
 
 /// Refuses a body over [`Extender::body_limit`] from its Content-Length before reading it, and stops reading
-/// one sent without a length as soon as it passes the limit (the handler's body extractor then answers 413).
-async fn limit_body(
+/// one sent without a length as soon as it passes the limit. Every refusal leaves in the wire format's shape
+/// (`{"Error": ...}`), including those axum makes itself (a body cut at the limit, a malformed chunked body, an
+/// unknown path or method).
+async fn bound_body(
     State((x, ceiling)): State<(Arc<Extender>, usize)>,
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> Response {
     let limit = x.body_limit(ceiling);
+    let too_large = |size: Option<u64>| {
+        x.metrics.http_rejected_requests.with_label_values(&["extender", "413"]).inc();
+        let size = size.map(|s| format!(" of {s} bytes")).unwrap_or_default();
+        json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({ "Error": format!(
+                "request body{size} exceeds the limit of {limit} bytes (sized by the {} nodes muster knows)",
+                x.plans.node_count()
+            ) }),
+        )
+    };
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        x.metrics.http_rejected_requests.with_label_values(&["extender", "413"]).inc();
-        let size = declared.unwrap_or_default();
-        return json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &serde_json::json!({ "Error": format!(
-                "request body of {size} bytes exceeds the limit of {limit} bytes (sized by the {} nodes muster knows)",
-                x.plans.node_count()
-            ) }),
-        );
+        return too_large(declared);
     }
     let request = request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
     let response = next.run(request).await;
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        x.metrics.http_rejected_requests.with_label_values(&["extender", "413"]).inc();
+    let status = response.status();
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes() == b"application/json");
+    if status == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        too_large(None)
+    } else if status.is_client_error() && !is_json {
+        let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let message =
+            if text.trim().is_empty() { status.canonical_reason().unwrap_or("bad request") } else { text.trim() };
+        json(status, &serde_json::json!({ "Error": message }))
+    } else {
+        response
     }
-    response
+}
+
+/// Anything but the four verbs.
+async fn no_such_verb(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({ "Error": format!(
+            "no extender verb at {method} {}: POST <urlPrefix>/filter, /prioritize, /bind or /preempt",
+            uri.path()
+        ) }),
+    )
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response {

@@ -30,8 +30,8 @@ pub enum TlsError {
     BadKey { path: PathBuf, message: String },
     #[error("client CA {path}: {message}")]
     BadClientCa { path: PathBuf, message: String },
-    #[error("the certificate and key do not make a TLS configuration: {0}")]
-    Config(String),
+    #[error("{cert} and {key} do not make a TLS configuration: {message}")]
+    Config { cert: PathBuf, key: PathBuf, message: String },
     #[error("generating certificates: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("writing {path}: {source}")]
@@ -84,16 +84,21 @@ fn server_config(files: &TlsFiles, [cert, key, ca]: &[Vec<u8>; 3]) -> Result<Ser
     if roots.is_empty() {
         return Err(bad_ca("holds no PEM certificate".into()));
     }
+    let config_error = |e: rustls::Error| TlsError::Config {
+        cert: files.cert_file.clone(),
+        key: files.key_file.clone(),
+        message: e.to_string(),
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| bad_ca(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(config_error)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(config_error)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -181,7 +186,10 @@ impl Pki {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca_params.distinguished_name.push(DnType::CommonName, "muster CA");
+        // A name of its own: a certificate from another muster CA is then refused as from an unknown issuer, not
+        // as a bad signature of this one, which would be confusing to diagnose.
+        let born = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        ca_params.distinguished_name.push(DnType::CommonName, format!("muster CA {}", born.as_nanos()));
         ca_params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         validity.apply(&mut ca_params);
