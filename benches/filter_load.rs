@@ -59,8 +59,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use muster::api::PodGroup;
 use support::muster::{process_cpu_seconds, process_rss_bytes, prometheus_sample, self_cpu_seconds};
 use support::{
-    ControlPlane, HttpConnection, MusterConfig, MusterServe, TestNode, URL_PREFIX, create_nodes_concurrently, gang_pod,
-    install_crds, member_template, pod_group, prebound_pod, wait_until,
+    ControlPlane, HttpConnection, MusterConfig, MusterServe, ServeOptions, TestNode, URL_PREFIX,
+    create_nodes_concurrently, gang_pod, install_crds, member_template, pod_group, prebound_pod, wait_until,
 };
 use tokio::sync::Semaphore;
 
@@ -326,10 +326,9 @@ async fn load(
     let start = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
-            let (bodies, path, addr, tls) =
-                (bodies.clone(), path.clone(), muster.extender_addr(), muster.pki().client_config());
+            let (bodies, path, extender) = (bodies.clone(), path.clone(), muster.extender_connector());
             tokio::spawn(async move {
-                let mut connection = HttpConnection::connect_tls(addr, tls).await.expect("cannot connect to muster");
+                let mut connection = extender.connect().await.expect("cannot connect to muster");
                 let mut latencies = Vec::new();
                 let mut max_bytes = 0;
                 let mut unexpected: BTreeMap<(&'static str, &'static str), usize> = BTreeMap::new();
@@ -977,6 +976,24 @@ async fn bench() {
             .print();
     }
     load(&muster, cp, "quiet, distinct: both (mixed)", &mixed_all, 4, seconds, None).await.print();
+
+    // What mutual TLS costs: the same bodies to a second muster serving plain HTTP on loopback (it restores the
+    // same admissions from PodGroup status), rows interleaved so both see the same machine. Keep-alive
+    // connections, as kube-scheduler's: the handshake is paid once per connection, not per request.
+    let plain_options = ServeOptions { plain_http: true, ..ServeOptions::default() };
+    let plain = MusterServe::start_with(&control_plane, &config, plain_options).await;
+    let answer = filter_once(&plain, &admitted_one[0].bytes).await;
+    assert_eq!(count(&answer, "NodeNames"), 1, "the plain-HTTP muster restored the admissions");
+    println!();
+    println!("mutual TLS (the default) against plain HTTP on loopback, same bodies, same machine, interleaved:");
+    Run::header();
+    for connections in [1, 4] {
+        let label = "quiet, distinct: both (mixed), mutual TLS";
+        load(&muster, cp, label, &mixed_all, connections, seconds, None).await.print();
+        let label = "quiet, distinct: both (mixed), plain HTTP";
+        load(&plain, cp, label, &mixed_all, connections, seconds, None).await.print();
+    }
+    drop(plain);
 
     // The same distinct bodies while the cluster churns.
     println!();

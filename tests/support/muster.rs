@@ -166,15 +166,17 @@ impl MusterConfig {
     }
 
     /// The YAML file contents, with the extender serving mutual TLS with the certificates in `tls_dir`
-    /// ([`TestPki`]).
-    pub fn to_yaml(&self, tls_dir: &Path) -> String {
-        let mut yaml = format!("schedulerName: {MUSTER_SCHEDULER}\nurlPrefix: {URL_PREFIX}\n");
-        yaml.push_str(&format!(
-            "extender:\n  tls:\n    certFile: {:?}\n    keyFile: {:?}\n    clientCAFile: {:?}\n",
-            tls_dir.join("tls.crt"),
-            tls_dir.join("tls.key"),
-            tls_dir.join("ca.crt")
-        ));
+    /// ([`TestPki`]), or plain HTTP (on loopback) without.
+    pub fn to_yaml(&self, tls_dir: Option<&Path>) -> String {
+        let mut yaml = format!("schedulerName: {MUSTER_SCHEDULER}\nurlPrefix: {URL_PREFIX}\nextender:\n");
+        if let Some(tls_dir) = tls_dir {
+            yaml.push_str(&format!(
+                "  tls:\n    certFile: {:?}\n    keyFile: {:?}\n    clientCAFile: {:?}\n",
+                tls_dir.join("tls.crt"),
+                tls_dir.join("tls.key"),
+                tls_dir.join("ca.crt")
+            ));
+        }
         for (key, value) in &self.extender {
             yaml.push_str(&format!("  {key}: {value}\n"));
         }
@@ -229,6 +231,9 @@ pub struct ServeOptions {
     /// Serve with these certificates instead of the test binary's shared [`TestPki`] (a rotation test changes
     /// its files).
     pub pki: Option<Arc<TestPki>>,
+    /// Serve the extender verbs over plain HTTP on loopback instead of mutual TLS (the sidecar setup; a
+    /// benchmark's baseline).
+    pub plain_http: bool,
     /// A standby replica, which never reports ready while another holds the Lease: wait only until `/healthz`
     /// answers 200 instead of `/readyz`.
     pub standby: bool,
@@ -247,6 +252,8 @@ pub struct MusterServe {
     addrs: Listeners,
     /// The certificates the extender serves and kube-scheduler presents.
     pki: Arc<TestPki>,
+    /// Whether the extender serves mutual TLS (else plain HTTP).
+    tls: bool,
     /// The admin's bearer token, for `/state`.
     token: String,
     config_path: PathBuf,
@@ -300,7 +307,8 @@ impl MusterServe {
         let dir = tempfile::Builder::new().prefix("muster-serve-").tempdir().expect("cannot create a temporary dir");
         let config_path = dir.path().join("muster.yaml");
         let pki = options.pki.clone().unwrap_or_else(TestPki::shared);
-        std::fs::write(&config_path, config.to_yaml(pki.dir())).expect("cannot write muster's configuration");
+        let tls_dir = (!options.plain_http).then(|| pki.dir());
+        std::fs::write(&config_path, config.to_yaml(tls_dir)).expect("cannot write muster's configuration");
         let probe = Probe::of(options.standby);
         for attempt in 1..=START_ATTEMPTS {
             let addrs = options.addrs.unwrap_or_else(Listeners::free);
@@ -312,6 +320,7 @@ impl MusterServe {
                         process,
                         addrs,
                         pki,
+                        tls: !options.plain_http,
                         token: control_plane.admin_token().to_owned(),
                         config_path,
                         kubeconfig: control_plane.kubeconfig().to_owned(),
@@ -446,9 +455,16 @@ impl MusterServe {
         &self.token
     }
 
-    /// What kube-scheduler's extender `urlPrefix` must be: `https://127.0.0.1:<port>/muster`.
+    /// What kube-scheduler's extender `urlPrefix` must be: `https://127.0.0.1:<port>/muster` (`http://` with
+    /// [`ServeOptions::plain_http`]).
     pub fn extender_url(&self) -> String {
-        format!("https://{}{URL_PREFIX}", self.addrs.extender)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{URL_PREFIX}", self.addrs.extender)
+    }
+
+    /// How to open connections to the extender listener (owned: for tasks).
+    pub fn extender_connector(&self) -> ExtenderConnector {
+        ExtenderConnector { addr: self.addrs.extender, tls: self.tls.then(|| self.pki.client_config()) }
     }
 
     /// A piece of this process's command line, for [`process_cpu_seconds`].
@@ -498,12 +514,13 @@ impl MusterServe {
 
     /// A keep-alive connection to the extender listener, over mutual TLS with the client certificate.
     pub async fn connect_extender(&self) -> Result<HttpConnection, String> {
-        HttpConnection::connect_tls(self.addrs.extender, self.pki.client_config()).await
+        self.extender_connector().connect().await
     }
 
     /// `POST path` with `body` as is to the extender listener, over mutual TLS: (status, body).
     pub async fn post_bytes(&self, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
-        one_request_with(self.addrs.extender, Some(&self.pki), None, hyper::Method::POST, path, body).await
+        let pki = self.tls.then_some(&*self.pki);
+        one_request_with(self.addrs.extender, pki, None, hyper::Method::POST, path, body).await
     }
 
     /// `POST path` with a JSON body: (status, body).
@@ -634,6 +651,22 @@ async fn wait_until_answers_ok(
 /// A loopback address whose port was free a moment ago (another process may take it first; callers retry).
 fn free_loopback_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("cannot bind a loopback port")
+}
+
+/// The extender listener of a [`MusterServe`] and the client certificate it requires (none for plain HTTP).
+#[derive(Clone)]
+pub struct ExtenderConnector {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl ExtenderConnector {
+    pub async fn connect(&self) -> Result<HttpConnection, String> {
+        match &self.tls {
+            Some(tls) => HttpConnection::connect_tls(self.addr, tls.clone()).await,
+            None => HttpConnection::connect(self.addr).await,
+        }
+    }
 }
 
 /// Where one `muster serve` listens.
