@@ -584,3 +584,60 @@ async fn shutdown() {
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: &std::path::Path, listen: Option<&str>) -> ServeArgs {
+        ServeArgs {
+            config: Some(config.to_owned()),
+            listen: listen.map(|l| l.parse().expect("an address")),
+            health_listen: None,
+            metrics_listen: None,
+            url_prefix: None,
+            scheduler_name: None,
+            default_queue: None,
+            leader_elect: false,
+            identity: None,
+        }
+    }
+
+    fn load(yaml: &str, listen: Option<&str>) -> anyhow::Result<ServeConfig> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("muster.yaml");
+        std::fs::write(&path, yaml).expect("write the configuration");
+        ServeConfig::load(&args(&path, listen))
+    }
+
+    #[test]
+    fn the_shipped_configuration_loads_with_its_documented_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/muster.yaml");
+        let config = ServeConfig::load(&args(&path, None)).expect("config/muster.yaml loads");
+        let defaults = ServeConfig::default();
+        assert_eq!(config.extender.listen, defaults.extender.listen);
+        assert_eq!(config.extender.max_connections, defaults.extender.max_connections);
+        assert_eq!(config.extender.max_body_bytes, defaults.extender.max_body_bytes);
+        assert_eq!(config.health.listen, defaults.health.listen);
+        assert_eq!(config.metrics.state_access, StateAccessMode::Kubernetes);
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback_unless_forced() {
+        let refused = load("extender: {listen: 0.0.0.0:8888}\n", None).expect_err("plain HTTP on every address");
+        assert!(refused.to_string().contains("is not a loopback address and extender.tls is not set"), "{refused}");
+        let refused = load("{}\n", Some("10.0.0.1:8888")).expect_err("--listen is checked too");
+        assert!(refused.to_string().contains("10.0.0.1:8888"), "{refused}");
+        assert!(load("extender: {listen: 127.0.0.1:8888}\n", None).is_ok());
+        assert!(load("extender: {listen: '[::1]:8888'}\n", None).is_ok());
+        assert!(load("extender: {listen: 0.0.0.0:8888, insecurePlainHTTP: true}\n", None).is_ok());
+        let tls = "extender: {listen: 0.0.0.0:8443, tls: {certFile: a, keyFile: b, clientCAFile: c}}\n";
+        assert!(load(tls, None).is_ok(), "with tls any address is fine (the files are read at start)");
+    }
+
+    #[test]
+    fn the_old_single_listen_key_is_refused_with_its_name() {
+        let refused = load("listen: 0.0.0.0:8888\n", None).expect_err("`listen` moved under extender");
+        assert!(format!("{refused:#}").contains("listen"), "{refused:#}");
+    }
+}
