@@ -147,21 +147,6 @@ async fn stream_body(muster: &MusterServe, prefix: &[u8], filler: &[u8], total: 
     (http_status(&answer), written)
 }
 
-/// A request head announcing a `length`-byte body, sent alone: muster must answer from the head.
-async fn announce_body(muster: &MusterServe, length: u64) -> (u16, String) {
-    let mut stream = tls_connect(muster).await;
-    let head = format!(
-        "POST {FILTER} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
-        muster.extender_addr()
-    );
-    stream.write_all(head.as_bytes()).await.expect("send the head");
-    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
-    let status =
-        http_status(&answer).unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&answer)));
-    let text = String::from_utf8_lossy(&answer);
-    (status, text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gigabyte_body_and_sixteen_million_node_names_are_refused_within_bounded_memory() {
     let (_control_plane, mut muster) = start("2s").await;
@@ -170,7 +155,7 @@ async fn a_gigabyte_body_and_sixteen_million_node_names_are_refused_within_bound
     println!("muster's peak resident memory after start: {baseline} MiB");
 
     // Announced: refused from the head, nothing read.
-    let (status, body) = announce_body(&muster, 1 << 30).await;
+    let (status, body) = muster.announce_body(FILTER, 1 << 30).await;
     assert_eq!(status, 413, "a 1 GiB Content-Length: {body}");
     assert!(body.contains("exceeds the limit") && body.contains("10 nodes"), "the reason names the limit: {body}");
 
@@ -184,7 +169,7 @@ async fn a_gigabyte_body_and_sixteen_million_node_names_are_refused_within_bound
 
     // 16 million one-character names: 64 MiB of `"a",`. Announced and streamed.
     let sixteen_million = 16_000_000usize;
-    let (status, body) = announce_body(&muster, (sixteen_million * 4 + 100) as u64).await;
+    let (status, body) = muster.announce_body(FILTER, (sixteen_million * 4 + 100) as u64).await;
     assert_eq!(status, 413, "16 million names announced: {body}");
     let (status, written) = stream_body(&muster, b"{\"NodeNames\":[", b"\"a\",", sixteen_million * 4).await;
     println!("16 million names, chunked: answered {status:?} after {} MiB were written", written >> 20);

@@ -517,6 +517,28 @@ impl MusterServe {
         self.extender_connector().connect().await
     }
 
+    /// `POST path` to the extender listener with only a head announcing a `length`-byte body, none of which is
+    /// sent: muster must answer from the head (a body over its limit). Status and body of the answer.
+    pub async fn announce_body(&self, path: &str, length: u64) -> (u16, String) {
+        use tokio::io::AsyncWriteExt;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+            self.addrs.extender
+        );
+        let answer = if self.tls {
+            let mut stream = tls_stream(self.addrs.extender, self.pki.client_config()).await.expect("TLS connection");
+            stream.write_all(head.as_bytes()).await.expect("send the head");
+            read_until_closed(&mut stream, Duration::from_secs(10)).await.0
+        } else {
+            let mut stream = tokio::net::TcpStream::connect(self.addrs.extender).await.expect("connection");
+            stream.write_all(head.as_bytes()).await.expect("send the head");
+            read_until_closed(&mut stream, Duration::from_secs(10)).await.0
+        };
+        let text = String::from_utf8_lossy(&answer);
+        let status = http_status(&answer).unwrap_or_else(|| panic!("no HTTP answer to a head alone: {text:?}"));
+        (status, text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
+    }
+
     /// `POST path` with `body` as is to the extender listener, over mutual TLS: (status, body).
     pub async fn post_bytes(&self, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
         let pki = self.tls.then_some(&*self.pki);
