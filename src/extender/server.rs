@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use super::access::{StateAccess, StateView};
 use super::wire::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, ExtenderPreemptionArgs,
-    ExtenderPreemptionResult, HostPriority, MAX_EXTENDER_PRIORITY, MetaPod, MetaVictims, NodeNames, WireError, decode,
+    ExtenderPreemptionResult, MAX_EXTENDER_PRIORITY, MetaPod, MetaVictims, NodeNames, WireError, decode,
     decode_with_node_limit,
 };
 use crate::metrics::Metrics;
@@ -336,9 +336,10 @@ async fn prioritize(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
         Ok(a) => a,
         Err(e) => return bad_request(e),
     };
-    let names: Vec<String> = match (&args.node_names, &args.nodes) {
-        (Some(n), _) => n.0.iter().map(|s| s.to_string()).collect(),
-        (None, Some(list)) => list.items.iter().filter_map(|n| n.metadata.name.clone()).collect(),
+    // Names borrowed from the request: scoring allocates nothing per node.
+    let names: Vec<&str> = match (&args.node_names, &args.nodes) {
+        (Some(n), _) => n.0.iter().map(|s| s.as_ref()).collect(),
+        (None, Some(list)) => list.items.iter().filter_map(|n| n.metadata.name.as_deref()).collect(),
         (None, None) => Vec::new(),
     };
     // The directed node scores the maximum; filter normally leaves it alone, so this is a tie-breaker.
@@ -346,11 +347,19 @@ async fn prioritize(State(x): State<Arc<Extender>>, body: Bytes) -> Response {
         Some(PodPlan::Directed(node)) => Some(node),
         _ => None,
     };
-    let scores: Vec<HostPriority> = names
+    /// [`super::wire::HostPriority`], borrowing its name.
+    #[derive(Serialize)]
+    struct Score<'a> {
+        #[serde(rename = "Host")]
+        host: &'a str,
+        #[serde(rename = "Score")]
+        score: i64,
+    }
+    let scores: Vec<Score<'_>> = names
         .into_iter()
-        .map(|n| {
-            let score = if directed.as_deref() == Some(n.as_str()) { MAX_EXTENDER_PRIORITY } else { 0 };
-            HostPriority { host: n, score }
+        .map(|host| {
+            let score = if directed.as_deref() == Some(host) { MAX_EXTENDER_PRIORITY } else { 0 };
+            Score { host, score }
         })
         .collect();
     x.metrics.extender_latency.with_label_values(&["prioritize"]).observe(start.elapsed().as_secs_f64());
