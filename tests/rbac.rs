@@ -290,6 +290,9 @@ fn the_shipped_cluster_role_grants_exactly_musters_contract() {
         ("", "pods", &["get", "list", "watch", "patch"]),
         ("", "pods/binding", &["create"]),
         ("", "pods/eviction", &["create"]),
+        // Spark drivers' configuration, by name.
+        ("", "configmaps", &["get"]),
+        ("sparkoperator.k8s.io", "sparkapplications", &["get"]),
         ("scheduling.k8s.io", "priorityclasses", &["list", "watch"]),
         ("scheduling.muster.dev", "podgroups", &["list", "watch", "create"]),
         ("scheduling.muster.dev", "podgroups/status", &["patch"]),
@@ -893,6 +896,32 @@ async fn the_shipped_roles_allow_every_call_muster_makes_and_refuse_the_rest() {
         allowed("patch a pod's annotations", pods.patch("pending", &PatchParams::default(), &annotation).await);
     assert_eq!(patched.metadata.annotations.unwrap_or_default()["muster.dev/retry"], "2025-01-01T00:00:00Z");
     allowed("get a pod", pods.get("pending").await);
+    // A Spark driver's configuration, read by name.
+    let config_maps = Api::<ConfigMap>::namespaced(admin.clone(), ns);
+    let conf: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "spark-drv-1-conf-map"}, "data": {"spark.properties": "spark.executor.cores=2\n"}
+    }))
+    .expect("a ConfigMap");
+    config_maps.create(&PostParams::default(), &conf).await.expect("the admin creates a ConfigMap");
+    let read = allowed(
+        "get a Spark driver's ConfigMap",
+        Api::<ConfigMap>::namespaced(muster.clone(), ns).get("spark-drv-1-conf-map").await,
+    );
+    assert_eq!(read.data.unwrap_or_default()["spark.properties"], "spark.executor.cores=2\n");
+    // ... and the SparkApplication of an operator-launched driver. The Spark Operator's CRD is not installed
+    // here: authorized, the API server answers 404 (forbidden, it would answer 403).
+    let resource = kube::api::ApiResource {
+        group: "sparkoperator.k8s.io".into(),
+        version: "v1beta2".into(),
+        api_version: "sparkoperator.k8s.io/v1beta2".into(),
+        kind: "SparkApplication".into(),
+        plural: "sparkapplications".into(),
+    };
+    let apps = Api::<kube::api::DynamicObject>::namespaced_with(muster.clone(), ns, &resource);
+    match apps.get("etl-daily-orders").await {
+        Err(Error::Api(e)) if e.code == 404 => {}
+        other => panic!("get a SparkApplication: expected 404 (allowed, no such resource), got {other:?}"),
+    }
     let binding = json!({
         "apiVersion": "v1", "kind": "Binding",
         "metadata": {"name": "bind-me", "namespace": ns},
@@ -1028,6 +1057,10 @@ async fn the_shipped_roles_allow_every_call_muster_makes_and_refuse_the_rest() {
     forbidden("list secrets", Api::<Secret>::all(muster.clone()).list(&ListParams::default()).await);
     forbidden("read a secret", Api::<Secret>::namespaced(muster.clone(), ns).get("anything").await);
     forbidden("list configmaps", Api::<ConfigMap>::all(muster.clone()).list(&ListParams::default()).await);
+    forbidden(
+        "watch configmaps",
+        Api::<ConfigMap>::all(muster.clone()).watch(&WatchParams::default().timeout(1), "0").await.map(|_| ()),
+    );
     let crds = Api::<CustomResourceDefinition>::all(muster.clone());
     let label = merge_patch(json!({"metadata": {"labels": {"tampered": "true"}}}));
     forbidden("modify a CRD", crds.patch("podgroups.scheduling.muster.dev", &PatchParams::default(), &label).await);

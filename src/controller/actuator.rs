@@ -11,9 +11,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, EvictParams, Patch, PatchParams, PostParams, Preconditions,
+};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
@@ -22,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{PodGroup, Queue, errors, names};
 use crate::core::Millis;
+use crate::index::convert::spark::{POD_TEMPLATE_KEY, SPARK_PROPERTIES_KEY, SparkConfFiles, SparkConfSources};
 use crate::index::{GangKey, ObjectRef};
 use crate::metrics::Metrics;
 
@@ -56,6 +59,15 @@ pub enum Action {
     },
     CreatePodGroup(Box<PodGroup>),
     CreateQueue(Box<Queue>),
+    /// Read a Spark driver's configuration ConfigMaps (a read, not a write: its result comes back as
+    /// [`Outcome::SparkConf`]). Spark creates them just after the driver pod, so "not found" is retried for
+    /// [`SPARK_CONF_WAIT`].
+    FetchSparkConf {
+        namespace: String,
+        driver: String,
+        driver_uid: String,
+        sources: SparkConfSources,
+    },
     /// Merge-patch a PodGroup's status. `record` marks a write that makes an admission (and where its
     /// reservations are) durable.
     PodGroupStatus {
@@ -85,6 +97,7 @@ impl Action {
             Action::CreateQueue(q) => format!("create-queue/{}", q.metadata.name.as_deref().unwrap_or_default()),
             Action::PodGroupStatus { namespace, name, .. } => format!("podgroup-status/{namespace}/{name}"),
             Action::QueueStatus { name, .. } => format!("queue-status/{name}"),
+            Action::FetchSparkConf { driver_uid, .. } => format!("spark-conf/{driver_uid}"),
         }
     }
 
@@ -96,6 +109,7 @@ impl Action {
             Action::Event { .. } | Action::ReportProblem { .. } => "event",
             Action::CreatePodGroup(_) | Action::CreateQueue(_) => "create",
             Action::PodGroupStatus { .. } | Action::QueueStatus { .. } => "status",
+            Action::FetchSparkConf { .. } => "read",
         }
     }
 }
@@ -124,10 +138,17 @@ pub enum Outcome {
     Abandoned {
         key: String,
     },
+    /// A Spark driver's configuration, or why it cannot be read.
+    SparkConf {
+        driver_uid: String,
+        conf: Result<SparkConfFiles, String>,
+    },
 }
 
 enum Verdict {
     Done,
+    /// A read finished: hand its result to the admission task.
+    Read(Outcome),
     Retry(String),
     GiveUp(String),
 }
@@ -153,6 +174,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Events are for people: not worth retrying for longer than this.
 const EVENT_GIVE_UP: Duration = Duration::from_secs(300);
+/// How long a Spark driver's configuration ConfigMap may be missing: spark-submit creates it right after the
+/// driver pod, so a minute covers a slow API server; after that the driver is reported as waiting for it.
+pub const SPARK_CONF_WAIT: Duration = Duration::from_secs(60);
 
 /// The PodGroup status fields muster writes that may be absent from a status (empty or unset).
 const PODGROUP_STATUS_FIELDS: &[&str] =
@@ -260,6 +284,10 @@ pub async fn run(
                         metrics.actions_completed.with_label_values(&[job.action.kind()]).inc();
                         report_done(&job.action, &outcomes)
                     }
+                    Verdict::Read(outcome) => {
+                        metrics.actions_completed.with_label_values(&[job.action.kind()]).inc();
+                        let _ = outcomes.send(outcome);
+                    }
                     Verdict::Retry(error) => {
                         metrics.action_failures.with_label_values(&[job.action.kind()]).inc();
                         debug!(%key, attempt = job.attempt, %error, "write failed; retrying with backoff");
@@ -273,7 +301,10 @@ pub async fn run(
                     Verdict::GiveUp(error) => {
                         metrics.action_failures.with_label_values(&[job.action.kind()]).inc();
                         warn!(%key, attempts = job.attempt + 1, %error, "write given up");
-                        if let Action::Evict { uid, beneficiary, .. } = &job.action {
+                        if let Action::FetchSparkConf { driver_uid, .. } = &job.action {
+                            let _ = outcomes
+                                .send(Outcome::SparkConf { driver_uid: driver_uid.clone(), conf: Err(error) });
+                        } else if let Action::Evict { uid, beneficiary, .. } = &job.action {
                             let _ = outcomes.send(Outcome::EvictionRefused {
                                 uid: uid.clone(),
                                 beneficiary: beneficiary.clone(),
@@ -460,6 +491,30 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 Err(e) => classify(e, "writing PodGroup status"),
             }
         }
+        Action::FetchSparkConf { namespace, driver, driver_uid, sources } => {
+            match fetch_spark_conf(client, namespace, sources).await {
+                Ok(files) => Verdict::Read(Outcome::SparkConf { driver_uid: driver_uid.clone(), conf: Ok(files) }),
+                Err(FetchError::Missing(message)) => {
+                    Verdict::Read(Outcome::SparkConf { driver_uid: driver_uid.clone(), conf: Err(message) })
+                }
+                Err(FetchError::Api(e, what)) if errors::is_not_found(&e) => {
+                    let message = format!("{what} in {namespace} does not exist");
+                    if job.first.elapsed() >= SPARK_CONF_WAIT {
+                        Verdict::GiveUp(format!(
+                            "{message} ({}s after driver {driver} was seen)",
+                            SPARK_CONF_WAIT.as_secs()
+                        ))
+                    } else {
+                        Verdict::Retry(message)
+                    }
+                }
+                Err(FetchError::Api(kube::Error::Api(s), what)) if s.code == 403 => Verdict::GiveUp(format!(
+                    "muster may not read {what} in {namespace} ({}): grant it `get` on configmaps",
+                    s.message
+                )),
+                Err(FetchError::Api(e, what)) => classify(e, &format!("reading {what} in {namespace}")),
+            }
+        }
         Action::QueueStatus { name, status } => {
             let patch = serde_json::json!({"status": status});
             match Api::<Queue>::all(client.clone())
@@ -471,6 +526,70 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 Err(e) => classify(e, "writing Queue status"),
             }
         }
+    }
+}
+
+enum FetchError {
+    /// A ConfigMap exists but lacks the key Spark writes: it will not change, so there is no point retrying.
+    Missing(String),
+    /// The API server's answer, and which ConfigMap was asked for.
+    Api(kube::Error, String),
+}
+
+/// Reads `spark.properties` and the executor pod template (when mounted) from the driver's ConfigMaps.
+async fn fetch_spark_conf(
+    client: &Client,
+    namespace: &str,
+    sources: &SparkConfSources,
+) -> Result<SparkConfFiles, FetchError> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let read = |name: String, key: &'static str| {
+        let api = api.clone();
+        async move {
+            let map = api.get(&name).await.map_err(|e| FetchError::Api(e, format!("ConfigMap {name}")))?;
+            map.data
+                .and_then(|mut d| d.remove(key))
+                .ok_or_else(|| FetchError::Missing(format!("ConfigMap {namespace}/{name} has no {key:?} key")))
+        }
+    };
+    let properties = read(sources.properties.clone(), SPARK_PROPERTIES_KEY).await?;
+    let pod_template = match &sources.pod_template {
+        Some(name) => Some(read(name.clone(), POD_TEMPLATE_KEY).await?),
+        None => None,
+    };
+    let operator_executor = match &sources.spark_application {
+        Some(name) => spark_application_executor(client, namespace, name).await?,
+        None => None,
+    };
+    Ok(SparkConfFiles { properties, pod_template, operator_executor })
+}
+
+/// `spec.executor` of the SparkApplication that launched a driver. `None` when the Spark Operator's CRD is not
+/// installed or the object is gone (the conf alone then describes the executors), or when muster may not read
+/// SparkApplications (logged: the executors' node selector, tolerations and affinity from `spec.executor` are
+/// then unknown to muster).
+async fn spark_application_executor(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<serde_json::Value>, FetchError> {
+    let resource = ApiResource {
+        group: "sparkoperator.k8s.io".into(),
+        version: "v1beta2".into(),
+        api_version: "sparkoperator.k8s.io/v1beta2".into(),
+        kind: "SparkApplication".into(),
+        plural: "sparkapplications".into(),
+    };
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
+    match api.get(name).await {
+        Ok(app) => Ok(app.data.get("spec").and_then(|s| s.get("executor")).cloned()),
+        Err(e) if errors::is_not_found(&e) => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            warn!(%namespace, %name, message = %s.message,
+                "may not read the SparkApplication of a driver; its executors' webhook fields are ignored");
+            Ok(None)
+        }
+        Err(e) => Err(FetchError::Api(e, format!("SparkApplication {name}"))),
     }
 }
 

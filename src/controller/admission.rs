@@ -405,6 +405,11 @@ impl AdmissionTask {
                 self.refusals.insert(beneficiary, message);
                 self.changed_since_snapshot = true;
             }
+            Outcome::SparkConf { driver_uid, conf } => {
+                self.index.apply_spark_conf(&driver_uid, conf);
+                self.changed_since_snapshot = true;
+                self.forward_requests();
+            }
             Outcome::Abandoned { key } => {
                 // A status write refused for good (e.g. the object is gone): compute it afresh next time.
                 if let Some(rest) = key.strip_prefix("podgroup-status/")
@@ -431,6 +436,9 @@ impl AdmissionTask {
                 ClusterWrite::Problem { object, reason, message } => Action::ReportProblem { object, reason, message },
                 ClusterWrite::CreatePodGroup(pg) => Action::CreatePodGroup(pg),
                 ClusterWrite::CreateQueue(q) => Action::CreateQueue(q),
+                ClusterWrite::FetchSparkConf { namespace, driver, driver_uid, sources } => {
+                    Action::FetchSparkConf { namespace, driver, driver_uid, sources }
+                }
             });
         }
     }

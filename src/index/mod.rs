@@ -26,6 +26,7 @@ use crate::api::{self, PodGroup, PodGroupPhase, PodGroupStatus, Queue, names};
 use crate::core::{
     Cluster, GangId, GangPhase, GangSpec, Millis, NodeId, PodExit, PodId, PodSpec, QueueId, QueueSpec, TemplateSpec,
 };
+use convert::spark::{SparkConfFiles, SparkConfSources};
 use convert::{ConvertError, GangSource};
 
 /// Names the index needs from muster's configuration.
@@ -55,6 +56,18 @@ pub enum ClusterWrite {
     CreatePodGroup(Box<PodGroup>),
     /// Create this Queue (the default queue, first used before anyone created it).
     CreateQueue(Box<Queue>),
+    /// Read this Spark driver's configuration ConfigMaps and hand them back with [`Index::apply_spark_conf`].
+    FetchSparkConf { namespace: String, driver: String, driver_uid: String, sources: SparkConfSources },
+}
+
+/// What the index knows of a Spark driver's configuration (drivers that mount one).
+#[derive(Debug, Clone)]
+enum SparkConfState {
+    /// Asked for; the driver waits for it.
+    Fetching(Arc<Pod>),
+    Loaded(Arc<SparkConfFiles>),
+    /// Could not be read: the reason, shown on the driver until it is deleted.
+    Unreadable(String),
 }
 
 /// A gang's identity: its PodGroup (`namespace/name`) or, for a gang of one, its pod.
@@ -147,6 +160,8 @@ pub struct Index {
     queues: HashMap<String, Arc<Queue>>,
     priority_classes: HashMap<String, i32>,
     writes: Vec<ClusterWrite>,
+    /// Spark drivers' configurations, by driver UID.
+    spark_confs: HashMap<String, SparkConfState>,
     /// Queue CRs already asked for, so a missing default queue is requested once.
     requested_queues: BTreeSet<String>,
     /// The caller's clock (milliseconds since the Unix epoch), set with [`Index::set_now`].
@@ -208,6 +223,7 @@ impl Index {
             queues: HashMap::new(),
             priority_classes: HashMap::new(),
             writes: Vec::new(),
+            spark_confs: HashMap::new(),
             requested_queues: BTreeSet::new(),
             now: 0,
             deferred_restores: Some(Vec::new()),
@@ -651,9 +667,6 @@ impl Index {
             Ok(r) => r,
             Err(e) => return self.malformed_pod(&pod, &uid, e),
         };
-        if self.core.resources.len() != known_resources {
-            self.reparse_nodes();
-        }
         let priority = self.priority_of(
             pod.spec.as_ref().and_then(|s| s.priority_class_name.as_deref()),
             pod.spec.as_ref().and_then(|s| s.priority),
@@ -669,6 +682,11 @@ impl Index {
         } else {
             (None, None, None)
         };
+        // A resource first named by this pod, or by the members its gang declares (a Spark driver's executors):
+        // nodes were parsed without it.
+        if self.core.resources.len() != known_resources {
+            self.reparse_nodes();
+        }
 
         let entry = self.pods.get(&uid).cloned();
         let core_id = entry.as_ref().and_then(|e| e.id);
@@ -863,33 +881,99 @@ impl Index {
         Ok((id, 0, key))
     }
 
-    /// A Spark driver with no PodGroup: its automatic gang (driver + declared minimum executors), and a request
-    /// to create the PodGroup that shows it.
+    /// A Spark driver with no PodGroup: its automatic gang (driver + the executors its Spark configuration or
+    /// annotations declare), and a request to create the PodGroup that shows it. A driver that mounts its
+    /// configuration waits until muster has read it; one whose configuration cannot be used waits for ever, with
+    /// the reason on the pod and in an Event (never a gang of the driver alone that its executors would miss).
     fn spark_gang(
         &mut self,
-        driver: &Pod,
+        driver: &Arc<Pod>,
         uid: &str,
         key: GangKey,
         priority: i32,
     ) -> Result<(GangId, u16, GangKey), Option<String>> {
         let GangKey::PodGroup { namespace, name } = key.clone() else { unreachable!("spark gangs are podgroups") };
-        let templates = convert::spark_driver_templates(driver, &mut self.core.resources).map_err(|e| {
+        let conf = match convert::spark::spark_conf_sources(driver) {
+            None => None,
+            Some(sources) => match self.spark_confs.get(uid) {
+                Some(SparkConfState::Loaded(files)) => Some(files.clone()),
+                Some(SparkConfState::Unreadable(reason)) => return Err(Some(reason.clone())),
+                Some(SparkConfState::Fetching(_)) | None => {
+                    let waiting = format!(
+                        "waiting for muster to read the Spark configuration (ConfigMap {namespace}/{}{})",
+                        sources.properties,
+                        sources.pod_template.as_deref().map(|t| format!(" and {namespace}/{t}")).unwrap_or_default()
+                    );
+                    if !self.spark_confs.contains_key(uid) {
+                        self.writes.push(ClusterWrite::FetchSparkConf {
+                            namespace: namespace.clone(),
+                            driver: driver.name_any(),
+                            driver_uid: uid.to_string(),
+                            sources,
+                        });
+                    }
+                    self.spark_confs.insert(uid.to_string(), SparkConfState::Fetching(driver.clone()));
+                    return Err(Some(waiting));
+                }
+            },
+        };
+        let gang = convert::spark_driver_gang(driver, conf.as_deref(), &mut self.core.resources).map_err(|e| {
             let message = e.to_string();
-            self.problem(object_ref("Pod", &driver.metadata), "MalformedSparkDriver", message.clone());
+            let reason = if conf.is_some() { "InvalidSparkConf" } else { "MalformedSparkDriver" };
+            self.problem(object_ref("Pod", &driver.metadata), reason, message.clone());
+            if conf.is_some() {
+                // The configuration does not change: keep the verdict instead of reporting it at every update.
+                self.spark_confs.insert(uid.to_string(), SparkConfState::Unreadable(message.clone()));
+            }
             Some(message)
         })?;
-        let queue_name = self.annotated_queue(&driver.metadata);
-        let spec = self.gang_spec(&key, &queue_name, priority, &driver.metadata, templates.clone())?;
+        if gang.templates.len() == 1 {
+            // No configuration and no annotations: say so, once, rather than start the driver alone silently.
+            self.problem(
+                object_ref("Pod", &driver.metadata),
+                "SparkExecutorsUnknown",
+                format!(
+                    "the driver mounts no Spark configuration ({} volume) and has no {} annotation: muster admits \
+                     it alone and its executors as capacity allows",
+                    convert::spark::SPARK_CONF_VOLUME,
+                    names::MIN_EXECUTORS_ANNOTATION
+                ),
+            );
+        }
+        let queue_name = match (convert::queue_annotation(&driver.metadata), &gang.queue) {
+            (Some(annotated), _) => annotated.to_string(),
+            (None, Some(configured)) => configured.clone(),
+            (None, None) => self.config.default_queue.clone(),
+        };
+        let spec = self.gang_spec(&key, &queue_name, priority, &driver.metadata, gang.templates.clone())?;
         let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;
         self.gang_keys.insert(id, key.clone());
         let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry::new(key.clone()));
         entry.id = Some(id);
         entry.spark_driver = Some(uid.to_string());
         entry.waiting = None;
-        let pg = self.spark_podgroup(driver, &namespace, &name, &queue_name, &templates);
+        let pg = self.spark_podgroup(driver, &namespace, &name, &queue_name, &gang);
         self.writes.push(ClusterWrite::CreatePodGroup(Box::new(pg)));
         self.retry_waiting_pods(&key);
         Ok((id, 0, key))
+    }
+
+    /// The answer to a [`ClusterWrite::FetchSparkConf`]: the configuration's text, or why it could not be read.
+    /// The driver is resolved again with it.
+    pub fn apply_spark_conf(&mut self, driver_uid: &str, conf: Result<SparkConfFiles, String>) {
+        let Some(SparkConfState::Fetching(driver)) = self.spark_confs.get(driver_uid).cloned() else {
+            return; // the driver is gone (or was answered already)
+        };
+        let state = match conf {
+            Ok(files) => SparkConfState::Loaded(Arc::new(files)),
+            Err(reason) => {
+                let message = format!("its Spark configuration cannot be read: {reason}");
+                self.problem(object_ref("Pod", &driver.metadata), "SparkConfUnreadable", message.clone());
+                SparkConfState::Unreadable(message)
+            }
+        };
+        self.spark_confs.insert(driver_uid.to_string(), state);
+        self.reapply(driver);
     }
 
     /// The PodGroup muster creates for a Spark driver: owned by the driver, its templates spelled out.
@@ -899,7 +983,7 @@ impl Index {
         namespace: &str,
         name: &str,
         queue: &str,
-        templates: &[TemplateSpec],
+        gang: &convert::SparkGang,
     ) -> PodGroup {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
         let mut pg = PodGroup::new(name, api::PodGroupSpec::default());
@@ -913,8 +997,9 @@ impl Index {
             block_owner_deletion: None,
         }]);
         pg.spec.queue = queue.to_string();
-        pg.spec.min_member = Some(templates.iter().map(|t| t.min as i32).sum());
-        pg.spec.member_templates = templates
+        pg.spec.min_member = Some(gang.templates.iter().map(|t| t.min as i32).sum());
+        pg.spec.member_templates = gang
+            .templates
             .iter()
             .map(|t| api::MemberTemplate {
                 name: t.name.clone(),
@@ -930,7 +1015,9 @@ impl Index {
                     .collect(),
                 node_selector: t.placement.node_selector.clone(),
                 tolerations: convert::tolerations_to_k8s(&t.placement.tolerations),
-                affinity: None,
+                affinity: (t.name == convert::SPARK_EXECUTOR_TEMPLATE)
+                    .then(|| gang.executor_affinity.clone())
+                    .flatten(),
             })
             .collect();
         pg
@@ -1008,6 +1095,7 @@ impl Index {
     }
 
     fn remove_pod(&mut self, uid: &str, exit: PodExit, now: Millis) {
+        self.spark_confs.remove(uid);
         for waiting in self.gangs.values_mut() {
             waiting.waiting_pods.remove(uid);
         }

@@ -102,6 +102,143 @@ fn pods_without_a_group_are_gangs_of_one_in_their_queue() {
     assert_eq!(i.core.gang_count(), 0);
 }
 
+/// A cluster-mode driver pod as spark-submit makes it: it mounts its configuration (and an executor template).
+fn mounted_driver(uid: &str) -> Pod {
+    let labels = json!({"spark-app-selector": "spark-conf1", "spark-role": "driver"});
+    let mut driver = pod("conf-driver", uid, "1", labels, json!({}));
+    driver.spec.as_mut().unwrap().volumes = Some(
+        serde_json::from_value(json!([
+            {"name": "spark-conf-volume-driver", "configMap": {"name": "spark-drv-1-conf-map"}},
+            {"name": "pod-template-volume", "configMap": {"name": "conf-driver-podspec-conf-map"}}
+        ]))
+        .unwrap(),
+    );
+    driver
+}
+
+fn fetches(i: &mut Index) -> Vec<(String, SparkConfSources)> {
+    i.take_writes()
+        .into_iter()
+        .filter_map(|w| match w {
+            ClusterWrite::FetchSparkConf { driver_uid, sources, .. } => Some((driver_uid, sources)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_spark_driver_waits_for_its_configuration_and_becomes_the_gang_it_describes() {
+    let mut i = index();
+    i.apply_node(node("n1", "16", "64Gi"));
+    i.apply_pod(Arc::new(mounted_driver("d1")));
+    let asked = fetches(&mut i);
+    assert_eq!(asked.len(), 1, "one read of the configuration");
+    assert_eq!(asked[0].1.properties, "spark-drv-1-conf-map");
+    assert_eq!(asked[0].1.pod_template.as_deref(), Some("conf-driver-podspec-conf-map"));
+    let waiting = i.pod("d1").unwrap().waiting.clone().unwrap();
+    assert!(waiting.contains("waiting for muster to read the Spark configuration"), "{waiting}");
+    let k = key(&convert::spark_pod_group_name("spark-conf1"));
+    assert!(i.gang(&k).and_then(|g| g.id).is_none(), "no gang of the driver alone meanwhile");
+
+    // The driver changes while the read is in flight: no second read.
+    let mut again = mounted_driver("d1");
+    again.metadata.resource_version = Some("2".into());
+    i.apply_pod(Arc::new(again));
+    assert!(fetches(&mut i).is_empty());
+
+    let conf = SparkConfFiles {
+        properties: "spark.executor.instances=3\nspark.executor.cores=2\nspark.executor.memory=2g\n".into(),
+        pod_template: Some("spec:\n  nodeSelector: {pool: spot}\n".into()),
+        operator_executor: None,
+    };
+    i.apply_spark_conf("d1", Ok(conf));
+    let gang = i.gang(&k).expect("the automatic gang");
+    let core_gang = i.core.gang(gang.id.unwrap()).unwrap();
+    let shapes: Vec<_> = core_gang.spec.templates.iter().map(|t| (t.name.as_str(), t.min, t.max)).collect();
+    assert_eq!(shapes, vec![("driver", 1, 1), ("executor", 3, 3)]);
+    let executor = &core_gang.spec.templates[1];
+    assert_eq!(executor.request.0[0], 2000, "cpu");
+    assert_eq!(executor.placement.node_selector.get("pool").map(String::as_str), Some("spot"));
+    assert!(i.pod("d1").unwrap().waiting.is_none());
+    let pg = i
+        .take_writes()
+        .into_iter()
+        .find_map(|w| match w {
+            ClusterWrite::CreatePodGroup(pg) => Some(pg),
+            _ => None,
+        })
+        .expect("the automatic PodGroup");
+    let t = &pg.spec.member_templates[1];
+    assert_eq!(t.resources["memory"].0, "2432Mi", "2g + 384m");
+    assert_eq!(t.node_selector.get("pool").map(String::as_str), Some("spot"));
+}
+
+#[test]
+fn a_resource_only_the_spark_configuration_names_is_counted_on_nodes() {
+    let mut i = index();
+    let fpga_node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "n1"},
+        "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110", "example.com/fpga": "4"}}
+    }))
+    .unwrap();
+    i.apply_node(Arc::new(fpga_node));
+    i.apply_pod(Arc::new(mounted_driver("d1")));
+    assert_eq!(fetches(&mut i).len(), 1);
+    let properties = "spark.executor.instances=1\nspark.executor.resource.fpga.amount=1\n\
+                      spark.executor.resource.fpga.vendor=example.com\n";
+    i.apply_spark_conf(
+        "d1",
+        Ok(SparkConfFiles { properties: properties.into(), pod_template: None, operator_executor: None }),
+    );
+    let slot = i.core.resources.slot("example.com/fpga").expect("interned from the configuration");
+    let n1 = i.core.node_id("n1").unwrap();
+    assert_eq!(i.core.node(n1).unwrap().spec.allocatable.0[slot], 4, "nodes re-read with the new resource");
+}
+
+#[test]
+fn a_spark_driver_whose_configuration_is_unusable_waits_with_the_reason_and_an_event() {
+    let mut i = index();
+    i.apply_node(node("n1", "16", "64Gi"));
+    i.apply_pod(Arc::new(mounted_driver("d1")));
+    assert_eq!(fetches(&mut i).len(), 1);
+    i.apply_spark_conf("d1", Err("ConfigMap spark/spark-drv-1-conf-map does not exist".into()));
+    let waiting = i.pod("d1").unwrap().waiting.clone().unwrap();
+    assert!(waiting.contains("cannot be read: ConfigMap spark/spark-drv-1-conf-map does not exist"), "{waiting}");
+    let problems: Vec<_> = i
+        .take_writes()
+        .into_iter()
+        .filter_map(|w| match w {
+            ClusterWrite::Problem { reason, object, .. } => Some((reason, object.name)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(problems, vec![("SparkConfUnreadable", "conf-driver".to_string())]);
+
+    // A configuration Spark itself would refuse: the key and the problem, on the pod and in an Event.
+    let mut i = index();
+    i.apply_node(node("n1", "16", "64Gi"));
+    i.apply_pod(Arc::new(mounted_driver("d2")));
+    let bad = SparkConfFiles {
+        properties: "spark.executor.memory=1.5g\n".into(),
+        pod_template: None,
+        operator_executor: None,
+    };
+    i.apply_spark_conf("d2", Ok(bad));
+    let waiting = i.pod("d2").unwrap().waiting.clone().unwrap();
+    assert!(waiting.contains("Spark conf spark.executor.memory: \"1.5g\""), "{waiting}");
+    assert!(i.take_writes().iter().any(|w| matches!(w, ClusterWrite::Problem { reason: "InvalidSparkConf", .. })));
+    // Reported once: later updates of the driver keep the reason without another Event.
+    let mut again = mounted_driver("d2");
+    again.metadata.resource_version = Some("3".into());
+    i.apply_pod(Arc::new(again));
+    assert!(i.pod("d2").unwrap().waiting.clone().unwrap().contains("spark.executor.memory"));
+    assert!(i.take_writes().is_empty());
+    // An answer for a driver that is gone is dropped.
+    i.delete_pod("d2");
+    i.apply_spark_conf("d2", Err("late".into()));
+    assert!(i.pod("d2").is_none());
+}
+
 #[test]
 fn a_spark_driver_becomes_a_gang_with_its_declared_executors() {
     let mut i = index();

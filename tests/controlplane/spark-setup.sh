@@ -3,6 +3,9 @@
 # (spark-kubernetes and the fabric8 Kubernetes client included), into a virtualenv in a cache outside the checkout,
 # keyed by the pinned version. Idempotent: once installed it only checks and prints.
 #
+#   spark-setup.sh [VERSION|all]   VERSION defaults to the first pinned version; `all` installs every pinned one
+#                                  and prints nothing.
+#
 # Prints the virtualenv directory on stdout (the only stdout line; `bin/spark-submit` and `bin/python` are in it);
 # progress and errors go to stderr.
 #
@@ -10,16 +13,25 @@
 #                               build.sh
 set -euo pipefail
 
-# Spark 3.5 is the line the operations guide's users run; it supports spark.kubernetes.scheduler.name (>= 3.3)
-# and Java 17.
-pyspark_version=3.5.9
+# The Spark lines users run: 3.5 (the operations guide's; spark.kubernetes.scheduler.name exists since 3.3) and
+# 4.x (Java 17 or newer, Python 3.9 or newer). The first is the default; the executor-shape matrix tests both.
+supported_versions=(3.5.9 4.1.1)
+pyspark_version="${1:-${supported_versions[0]}}"
+if [[ "$pyspark_version" == all ]]; then
+  for version in "${supported_versions[@]}"; do bash "$0" "$version" >/dev/null; done
+  exit 0
+fi
+if [[ " ${supported_versions[*]} " != *" $pyspark_version "* ]]; then
+  echo "spark-setup.sh: pyspark $pyspark_version is not one of the pinned versions: ${supported_versions[*]}" >&2
+  exit 1
+fi
 
 cache_root="${MUSTER_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/muster}"
 venv="$cache_root/pyspark-$pyspark_version"
 
 # spark-submit runs on the machine's Java; fail here, with the fix, rather than deep inside a test.
 if ! java_version="$(java -version 2>&1 | head -n 1)"; then
-  echo "spark-setup.sh: no working 'java' on PATH: Spark $pyspark_version needs a JDK or JRE 11 or 17" \
+  echo "spark-setup.sh: no working 'java' on PATH: Spark $pyspark_version needs a JDK or JRE 17" \
     "(Debian: apt-get install openjdk-17-jre-headless)" >&2
   exit 1
 fi

@@ -53,6 +53,7 @@ pub mod muster;
 pub mod objects;
 mod process;
 pub mod spark;
+pub mod spark_operator;
 mod tools;
 pub mod wait;
 
@@ -60,9 +61,10 @@ pub use self::muster::{
     E2E_TIMEOUT, ExtenderMode, GangState, HOLD, HttpConnection, LeaderElectionConfig, Listeners, MUSTER_SCHEDULER,
     MusterConfig, MusterEnv, MusterServe, MusterState, PodHistory, ReadyProxy, ServeOptions, TerminatingPodKubelet,
     TestPki, Transition, URL_PREFIX, assert_never_bound, assert_no_node_overcommitted, create_nodes_concurrently,
-    fetch_state, gang_pod, holds_capacity, install_crds, member_template, muster_pod, muster_scheduler_config,
-    muster_scheduler_config_for_url, pod_group, pod_request, prebound_pod, quantity, queue, start_muster_scheduler,
-    start_muster_scheduler_at, state_quantity, toleration, wait_all_bound_within, with_node_selector,
+    fetch_state, gang_pod, holds_capacity, install_crds, install_crds_from, member_template, muster_pod,
+    muster_scheduler_config, muster_scheduler_config_for_url, pod_group, pod_request, prebound_pod, quantity, queue,
+    start_muster_scheduler, start_muster_scheduler_at, state_quantity, toleration, wait_all_bound_within,
+    with_node_selector,
 };
 pub use controlplane::{
     ADMIN_USER, Authorization, ControlPlane, ControlPlaneBuilder, SCHEDULER_USER, STOCK_SCHEDULER_CONFIG,

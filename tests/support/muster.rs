@@ -1044,7 +1044,13 @@ pub fn state_quantity(resource: &str, value: &serde_json::Value) -> i64 {
 /// Creates every CustomResourceDefinition in deploy/crds/muster.yaml and waits until the API server reports each
 /// Established.
 pub async fn install_crds(client: &Client) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds/muster.yaml");
+    install_crds_from(client, "deploy/crds/muster.yaml").await;
+}
+
+/// Creates every CRD in the YAML file at `relative_path` (from the repository root) and waits until each is
+/// Established.
+pub async fn install_crds_from(client: &Client, relative_path: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative_path);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let mut names = Vec::new();

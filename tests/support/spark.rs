@@ -10,7 +10,7 @@ use tempfile::TempDir;
 
 use super::controlplane::ControlPlane;
 use super::process::{ManagedProcess, print_log_tails, stop_all};
-use super::tools::pyspark_venv;
+use super::tools::pyspark_venv_of;
 
 /// The application a client-mode driver runs: it starts a SparkSession, prints [`STARTED_MARKER`] and its
 /// app id, and idles until killed.
@@ -29,6 +29,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// in cluster mode, then as the driver inside the pod that created ([`SparkSubmit::in_driver_pod`]).
 #[derive(Clone)]
 pub struct SparkSubmit {
+    /// The pyspark version whose spark-submit runs (one of the pinned [`super::tools::PYSPARK_VERSIONS`]).
+    version: String,
     server_url: String,
     kubeconfig: PathBuf,
     app_name: String,
@@ -64,11 +66,19 @@ impl SparkSubmit {
             ("spark.ui.enabled", "false"),
         ];
         SparkSubmit {
+            version: super::tools::PYSPARK_VERSIONS[0].to_owned(),
             server_url: control_plane.server_url().to_owned(),
             kubeconfig: control_plane.kubeconfig().to_owned(),
             app_name: "keep-alive".to_owned(),
             confs: confs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         }
+    }
+
+    /// Submits with another pinned pyspark version (default: the first of
+    /// [`super::tools::PYSPARK_VERSIONS`]).
+    pub fn version(mut self, version: &str) -> SparkSubmit {
+        self.version = version.to_owned();
+        self
     }
 
     /// `spark.app.name`, which also prefixes the pod names.
@@ -113,12 +123,8 @@ impl SparkSubmit {
     /// Nothing runs the driver pod; continue with [`SparkSubmit::in_driver_pod`] once it is bound.
     pub async fn submit_cluster_mode(&self) -> SubmittedDriver {
         let dir = temporary_dir();
-        let command = self.command(
-            dir.path(),
-            "cluster",
-            &[("spark.kubernetes.submission.waitAppCompletion", "false")],
-            CLUSTER_MODE_APPLICATION,
-        );
+        let confs = self.confs_with(&[("spark.kubernetes.submission.waitAppCompletion", "false")]);
+        let command = self.command(dir.path(), "cluster", &confs, None, CLUSTER_MODE_APPLICATION);
         let mut process = vec![ManagedProcess::spawn("spark-submit-cluster-mode", command, dir.path())];
         let start = Instant::now();
         let failure = loop {
@@ -144,39 +150,71 @@ impl SparkSubmit {
     pub async fn start(self) -> SparkApp {
         let dir = temporary_dir();
         let loopback = [("spark.driver.host", "127.0.0.1"), ("spark.driver.bindAddress", "127.0.0.1")];
-        let command = self.command(dir.path(), "client", &loopback, APPLICATION);
-        let mut process = vec![ManagedProcess::spawn("spark-submit", command, dir.path())];
-        let start = Instant::now();
-        let failure = loop {
-            if let Some(app_id) = process[0].log().lines().find_map(|l| l.strip_prefix(STARTED_MARKER)) {
-                return SparkApp { app_id: app_id.trim().to_owned(), process, _dir: dir };
-            }
-            match process[0].exit_status() {
-                Some(status) => break format!("spark-submit exited ({status}) before its application started"),
-                None if start.elapsed() > START_TIMEOUT => {
-                    break format!("the Spark application did not start within {START_TIMEOUT:?}");
-                }
-                None => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        print_log_tails(&process, 80);
-        stop_all(&mut process, Duration::ZERO);
-        panic!("{failure} (log tail above)");
+        let confs = self.confs_with(&loopback);
+        let command = self.command(dir.path(), "client", &confs, None, APPLICATION);
+        wait_started(dir, command).await
+    }
+
+    /// Runs the driver as its pod would: the container's entrypoint is `spark-submit --deploy-mode client
+    /// --properties-file spark.properties`, with the `spark.properties` of the driver's ConfigMap and the executor
+    /// pod template of its pod-template ConfigMap, as spark-submit in cluster mode wrote them. Only what ties the
+    /// driver to a pod is overridden: it listens on loopback (any free port), talks to the API server through the
+    /// kubeconfig instead of a mounted service account (`spark.kubernetes.submitInDriver=false`), and reads the
+    /// template from a local file. The confs given to this `SparkSubmit` are not used: the ConfigMap has them.
+    pub async fn start_from_driver_conf(self, properties: &str, pod_template: Option<&str>) -> SparkApp {
+        let dir = temporary_dir();
+        let properties_file = dir.path().join("spark.properties");
+        std::fs::write(&properties_file, properties).expect("cannot write spark.properties");
+        let mut confs: Vec<(String, String)> = [
+            ("spark.kubernetes.submitInDriver", "false"),
+            ("spark.driver.host", "127.0.0.1"),
+            ("spark.driver.bindAddress", "127.0.0.1"),
+            ("spark.driver.port", "0"),
+            ("spark.driver.blockManager.port", "0"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        if let Some(template) = pod_template {
+            let template_file = dir.path().join("pod-spec-template.yml");
+            std::fs::write(&template_file, template).expect("cannot write the pod template");
+            confs.push(("spark.kubernetes.executor.podTemplateFile".into(), template_file.display().to_string()));
+        }
+        let command = self.command(dir.path(), "client", &confs, Some(&properties_file), APPLICATION);
+        wait_started(dir, command).await
+    }
+
+    /// This submission's confs followed by `extra`.
+    fn confs_with(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut confs: Vec<(String, String)> = self.confs.clone().into_iter().collect();
+        confs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        confs
     }
 
     /// The spark-submit command line and environment, working in `dir`.
-    fn command(&self, dir: &Path, deploy_mode: &str, extra_confs: &[(&str, &str)], application: &str) -> Command {
-        let venv = pyspark_venv();
+    fn command(
+        &self,
+        dir: &Path,
+        deploy_mode: &str,
+        confs: &[(String, String)],
+        properties_file: Option<&Path>,
+        application: &str,
+    ) -> Command {
+        let venv = pyspark_venv_of(&self.version);
         let python = venv.join("bin/python");
         let mut command = Command::new(venv.join("bin/spark-submit"));
         command
             .arg("--master")
             .arg(format!("k8s://{}", self.server_url))
-            .args(["--deploy-mode", deploy_mode, "--name", &self.app_name])
+            .args(["--deploy-mode", deploy_mode])
             .arg("--conf")
             .arg(format!("spark.local.dir={}", dir.display()));
-        let confs = self.confs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        for (key, value) in confs.chain(extra_confs.iter().copied()) {
+        match properties_file {
+            // The file's spark.app.name is the application's name.
+            Some(file) => command.arg("--properties-file").arg(file),
+            None => command.args(["--name", &self.app_name]),
+        };
+        for (key, value) in confs {
             command.arg("--conf").arg(format!("{key}={value}"));
         }
         command
@@ -193,6 +231,28 @@ impl SparkSubmit {
             .env_remove("SPARK_CONF_DIR");
         command
     }
+}
+
+/// Starts a client-mode driver and waits until its SparkContext exists (executor pods are then being
+/// requested). Panics with the driver's log if it exits or does not start in time.
+async fn wait_started(dir: TempDir, command: Command) -> SparkApp {
+    let mut process = vec![ManagedProcess::spawn("spark-submit", command, dir.path())];
+    let start = Instant::now();
+    let failure = loop {
+        if let Some(app_id) = process[0].log().lines().find_map(|l| l.strip_prefix(STARTED_MARKER)) {
+            return SparkApp { app_id: app_id.trim().to_owned(), process, _dir: dir };
+        }
+        match process[0].exit_status() {
+            Some(status) => break format!("spark-submit exited ({status}) before its application started"),
+            None if start.elapsed() > START_TIMEOUT => {
+                break format!("the Spark application did not start within {START_TIMEOUT:?}");
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    print_log_tails(&process, 80);
+    stop_all(&mut process, Duration::ZERO);
+    panic!("{failure} (log tail above)");
 }
 
 fn temporary_dir() -> TempDir {

@@ -36,20 +36,42 @@ pub fn control_plane_binaries() -> &'static ControlPlaneBinaries {
     result.as_ref().unwrap_or_else(|message| panic!("{message}"))
 }
 
-/// Installs (cold: tens of seconds) or finds the pinned pyspark; returns its virtualenv, which holds
+/// The pyspark versions `tests/controlplane/spark-setup.sh` pins (3.5 and 4.x); the first is the default.
+pub const PYSPARK_VERSIONS: [&str; 2] = ["3.5.9", "4.1.1"];
+
+/// Installs (cold: tens of seconds) or finds the default pinned pyspark; returns its virtualenv, which holds
 /// `bin/spark-submit` and the `bin/python` it must run the application with.
 pub fn pyspark_venv() -> &'static Path {
-    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let result = VENV.get_or_init(|| run_setup_script("tests/controlplane/spark-setup.sh"));
+    pyspark_venv_of(PYSPARK_VERSIONS[0])
+}
+
+/// [`pyspark_venv`] for one of [`PYSPARK_VERSIONS`].
+pub fn pyspark_venv_of(version: &str) -> &'static Path {
+    static VENVS: std::sync::Mutex<Vec<(String, &'static Result<PathBuf, String>)>> = std::sync::Mutex::new(Vec::new());
+    let mut venvs = VENVS.lock().unwrap_or_else(|e| e.into_inner());
+    let result = match venvs.iter().find(|(v, _)| v == version) {
+        Some((_, result)) => *result,
+        None => {
+            let result: &'static _ =
+                Box::leak(Box::new(run_setup_script_with("tests/controlplane/spark-setup.sh", &[version])));
+            venvs.push((version.to_owned(), result));
+            result
+        }
+    };
     result.as_ref().unwrap_or_else(|message| panic!("{message}"))
 }
 
 /// Runs a setup script of this repository and returns the directory it prints as its only stdout line. Its
 /// stderr (progress, errors) goes straight to the terminal, uncaptured, so a long cold build shows progress.
 fn run_setup_script(relative_path: &str) -> Result<PathBuf, String> {
+    run_setup_script_with(relative_path, &[])
+}
+
+fn run_setup_script_with(relative_path: &str, args: &[&str]) -> Result<PathBuf, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative_path);
     let output = Command::new("bash")
         .arg(&script)
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

@@ -12,6 +12,7 @@ use crate::core::resources::PODS;
 use crate::core::{Placement, ResourceNames, Resources, TemplateSpec, Unit, parse_amount};
 
 use super::pod::{convert_tolerations, placement};
+use super::spark::{SparkConfFiles, executor_plan};
 use super::*;
 
 /// The name of the template for a Spark driver in an automatic PodGroup.
@@ -115,12 +116,31 @@ pub fn podgroup_templates(pg: &api::PodGroup, names: &mut ResourceNames) -> Resu
     Ok(templates)
 }
 
-/// The templates of a Spark application's automatic PodGroup, from its driver pod (label `spark-role=driver`):
-/// `driver` (exactly one: the driver's own requests and placement) and, when the driver carries
-/// `muster.dev/min-executors`, `executor` with that minimum, `muster.dev/max-executors` as maximum (unbounded when
-/// absent), `muster.dev/executor-resources` as request and the executor node-selector and tolerations annotations
-/// as placement.
-pub fn spark_driver_templates(driver: &Pod, names: &mut ResourceNames) -> Result<Vec<TemplateSpec>, ConvertError> {
+/// A Spark application's automatic gang, as muster derives it from the driver pod.
+#[derive(Debug, Clone)]
+pub struct SparkGang {
+    /// `driver` (exactly one: the driver's own requests and placement), then `executor` when the application
+    /// has executors muster knows the shape of.
+    pub templates: Vec<TemplateSpec>,
+    /// The executors' node affinity as Spark will write it (shown in the automatic PodGroup).
+    pub executor_affinity: Option<k8s_openapi::api::core::v1::Affinity>,
+    /// The queue the Spark configuration names, if any (annotations on the driver come first).
+    pub queue: Option<String>,
+}
+
+/// The automatic gang of a Spark driver pod (label `spark-role=driver`).
+///
+/// The executors come from the driver's Spark configuration when `conf` is given (see
+/// [`super::spark::executor_plan`]); each annotation present on the driver then overrides its part:
+/// `muster.dev/min-executors`, `muster.dev/max-executors`, `muster.dev/executor-resources` (the request),
+/// `muster.dev/executor-node-selector` and `muster.dev/executor-tolerations`. Without a configuration the
+/// annotations alone describe the executors (`min-executors` and `executor-resources` together), and without
+/// either the gang is the driver alone: callers decide whether that is acceptable.
+pub fn spark_driver_gang(
+    driver: &Pod,
+    conf: Option<&SparkConfFiles>,
+    names: &mut ResourceNames,
+) -> Result<SparkGang, ConvertError> {
     let object = Subject { kind: "Pod", meta: &driver.metadata };
     let role = label(&driver.metadata, names::SPARK_ROLE_LABEL).unwrap_or_default();
     if role != names::SPARK_ROLE_DRIVER {
@@ -131,57 +151,107 @@ pub fn spark_driver_templates(driver: &Pod, names: &mut ResourceNames) -> Result
             format!("is not {:?}: not a Spark driver pod", names::SPARK_ROLE_DRIVER),
         ));
     }
-    let mut templates = vec![TemplateSpec {
-        name: SPARK_DRIVER_TEMPLATE.to_string(),
-        request: pod_requests(driver, names)?,
-        placement: pod_placement(driver)?,
-        min: 1,
-        max: 1,
-    }];
-    let Some(min) = annotation_count(driver, names::MIN_EXECUTORS_ANNOTATION, object)? else {
-        return Ok(templates);
+    let mut gang = SparkGang {
+        templates: vec![TemplateSpec {
+            name: SPARK_DRIVER_TEMPLATE.to_string(),
+            request: pod_requests(driver, names)?,
+            placement: pod_placement(driver)?,
+            min: 1,
+            max: 1,
+        }],
+        executor_affinity: None,
+        queue: None,
     };
-    let max = annotation_count(driver, names::MAX_EXECUTORS_ANNOTATION, object)?.unwrap_or(u32::MAX);
-    if max < min {
-        return Err(ConvertError::annotation(
-            object,
-            names::MAX_EXECUTORS_ANNOTATION,
-            format!("{max} is below {} ({min})", names::MIN_EXECUTORS_ANNOTATION),
-        ));
-    }
-    let resources: BTreeMap<String, Quantity> = annotation_json(driver, names::EXECUTOR_RESOURCES_ANNOTATION, object)?
-        .ok_or_else(|| {
-            ConvertError::annotation(
+    let mut executor = match conf {
+        Some(files) => {
+            let plan = executor_plan(driver, files).map_err(|e| ConvertError::SparkConf {
+                object: object.to_string(),
+                key: e.key,
+                problem: e.problem,
+            })?;
+            gang.queue = plan.queue;
+            gang.executor_affinity =
+                plan.pod.spec.as_ref().and_then(|s| s.affinity.as_ref()).filter(|a| a.node_affinity.is_some()).map(
+                    |a| k8s_openapi::api::core::v1::Affinity {
+                        node_affinity: a.node_affinity.clone(),
+                        ..Default::default()
+                    },
+                );
+            Some(TemplateSpec {
+                name: SPARK_EXECUTOR_TEMPLATE.to_string(),
+                request: pod_requests(&plan.pod, names)?,
+                placement: pod_placement(&plan.pod)?,
+                min: plan.min,
+                max: plan.max,
+            })
+        }
+        None => None,
+    };
+
+    let min = annotation_count(driver, names::MIN_EXECUTORS_ANNOTATION, object)?;
+    let resources: Option<BTreeMap<String, Quantity>> =
+        annotation_json(driver, names::EXECUTOR_RESOURCES_ANNOTATION, object)?;
+    if executor.is_none() {
+        let Some(min) = min else { return Ok(gang) };
+        if resources.is_none() {
+            return Err(ConvertError::annotation(
                 object,
                 names::EXECUTOR_RESOURCES_ANNOTATION,
                 format!(
-                    "is required with {} (muster reserves capacity for executors before they exist)",
+                    "is required with {} when the driver mounts no Spark configuration (muster reserves \
+                     capacity for executors before they exist)",
                     names::MIN_EXECUTORS_ANNOTATION
                 ),
-            )
-        })?;
-    let resources_error =
-        |problem: String| ConvertError::annotation(object, names::EXECUTOR_RESOURCES_ANNOTATION, problem);
-    let mut request = Resources::ZERO;
-    for (resource, quantity) in &resources {
-        let slot = names.intern(resource).map_err(|e| resources_error(e.to_string()))?;
-        request.0[slot] = parse_amount(&quantity.0, Unit::for_resource(resource))
-            .map_err(|e| resources_error(format!("{resource}: {e}")))?;
+            ));
+        }
+        executor = Some(TemplateSpec {
+            name: SPARK_EXECUTOR_TEMPLATE.to_string(),
+            request: Resources::ZERO,
+            placement: Placement::default(),
+            min,
+            max: u32::MAX,
+        });
     }
-    request.0[PODS] = 1;
+    let mut executor = executor.expect("set above");
+    if let Some(min) = min {
+        executor.min = min;
+    }
+    if let Some(max) = annotation_count(driver, names::MAX_EXECUTORS_ANNOTATION, object)? {
+        executor.max = max;
+    }
+    if executor.max < executor.min {
+        return Err(ConvertError::annotation(
+            object,
+            names::MAX_EXECUTORS_ANNOTATION,
+            format!("{} is below the minimum number of executors ({})", executor.max, executor.min),
+        ));
+    }
+    if let Some(resources) = resources {
+        let resources_error =
+            |problem: String| ConvertError::annotation(object, names::EXECUTOR_RESOURCES_ANNOTATION, problem);
+        let mut request = Resources::ZERO;
+        for (resource, quantity) in &resources {
+            let slot = names.intern(resource).map_err(|e| resources_error(e.to_string()))?;
+            request.0[slot] = parse_amount(&quantity.0, Unit::for_resource(resource))
+                .map_err(|e| resources_error(format!("{resource}: {e}")))?;
+        }
+        request.0[PODS] = 1;
+        executor.request = request;
+    }
     let node_selector: Option<BTreeMap<String, String>> =
         annotation_json(driver, names::EXECUTOR_NODE_SELECTOR_ANNOTATION, object)?;
+    if let Some(node_selector) = node_selector {
+        executor.placement.node_selector = node_selector;
+    }
     let tolerations: Option<Vec<K8sToleration>> =
         annotation_json(driver, names::EXECUTOR_TOLERATIONS_ANNOTATION, object)?;
-    let tolerations_field = format_args!("metadata.annotations[{}]", names::EXECUTOR_TOLERATIONS_ANNOTATION);
-    let placement = Placement {
-        node_selector: node_selector.unwrap_or_default(),
-        required_terms: Vec::new(),
-        tolerations: convert_tolerations(tolerations.as_deref().unwrap_or_default(), object, tolerations_field)?,
+    if let Some(tolerations) = tolerations {
+        let field = format_args!("metadata.annotations[{}]", names::EXECUTOR_TOLERATIONS_ANNOTATION);
+        executor.placement.tolerations = convert_tolerations(&tolerations, object, field)?;
     }
-    .canonical();
-    templates.push(TemplateSpec { name: SPARK_EXECUTOR_TEMPLATE.to_string(), request, placement, min, max });
-    Ok(templates)
+    executor.placement = executor.placement.canonical();
+    gang.templates.push(executor);
+    Ok(gang)
 }
 
 /// A non-negative member count from an annotation, `None` when the annotation is absent.
@@ -387,7 +457,7 @@ mod tests {
             "muster.dev/executor-tolerations":
                 r#"[{"key":"workload","operator":"Equal","value":"spark-executor","effect":"NoSchedule"}]"#
         }));
-        let templates = spark_driver_templates(&driver, &mut names).unwrap();
+        let templates = spark_driver_gang(&driver, None, &mut names).unwrap().templates;
         let gpu = names.slot("nvidia.com/gpu").unwrap();
         assert_eq!(templates.len(), 2);
         let (d, e) = (&templates[0], &templates[1]);
@@ -399,14 +469,14 @@ mod tests {
         assert_eq!(e.placement.node_selector.get("pool").map(String::as_str), Some("spot"));
         assert_eq!(e.placement.tolerations[0].value, "spark-executor");
 
-        let driver_only = spark_driver_templates(&spark_driver(json!({})), &mut names).unwrap();
+        let driver_only = spark_driver_gang(&spark_driver(json!({})), None, &mut names).unwrap().templates;
         assert_eq!(driver_only.len(), 1);
         let unbounded = spark_driver(json!({"muster.dev/min-executors": "2",
                                             "muster.dev/executor-resources": r#"{"cpu":"1"}"#}));
-        assert_eq!(spark_driver_templates(&unbounded, &mut names).unwrap()[1].max, u32::MAX);
+        assert_eq!(spark_driver_gang(&unbounded, None, &mut names).unwrap().templates[1].max, u32::MAX);
 
         let mut err =
-            |annotations| spark_driver_templates(&spark_driver(annotations), &mut names).unwrap_err().to_string();
+            |annotations| spark_driver_gang(&spark_driver(annotations), None, &mut names).unwrap_err().to_string();
         let e = err(json!({"muster.dev/min-executors": "four"}));
         assert!(e.contains("Pod spark/pi-driver: annotation muster.dev/min-executors: \"four\""), "{e}");
         let e = err(json!({"muster.dev/min-executors": "2"}));
@@ -417,7 +487,7 @@ mod tests {
         assert!(e.contains("annotation muster.dev/executor-resources: cpu: invalid quantity \"2 cores\""), "{e}");
         let e = err(json!({"muster.dev/min-executors": "5", "muster.dev/max-executors": "3",
                            "muster.dev/executor-resources": r#"{"cpu":"1"}"#}));
-        assert!(e.contains("annotation muster.dev/max-executors: 3 is below"), "{e}");
+        assert!(e.contains("annotation muster.dev/max-executors: 3 is below the minimum"), "{e}");
         let e = err(json!({"muster.dev/min-executors": "1", "muster.dev/executor-resources": r#"{"cpu":"1"}"#,
                            "muster.dev/executor-node-selector": r#"["pool"]"#}));
         assert!(e.contains("annotation muster.dev/executor-node-selector"), "{e}");
@@ -425,8 +495,55 @@ mod tests {
                            "muster.dev/executor-tolerations": r#"[{"key":"k","operator":"Sometimes"}]"#}));
         assert!(e.contains("metadata.annotations[muster.dev/executor-tolerations][0].operator"), "{e}");
 
-        let e = spark_driver_templates(&spark_executor(), &mut names).unwrap_err().to_string();
+        let e = spark_driver_gang(&spark_executor(), None, &mut names).unwrap_err().to_string();
         assert!(e.contains("metadata.labels[spark-role]: \"executor\""), "{e}");
+    }
+
+    #[test]
+    fn spark_driver_gang_from_its_configuration_with_annotations_overriding() {
+        let mut names = ResourceNames::default();
+        let conf = SparkConfFiles {
+            properties: "spark.executor.cores=2\nspark.executor.memory=4g\nspark.executor.memoryOverhead=1g\n\
+                         spark.dynamicAllocation.enabled=true\nspark.dynamicAllocation.minExecutors=2\n\
+                         spark.dynamicAllocation.maxExecutors=10\nspark.kubernetes.executor.node.selector.pool=spot\n\
+                         spark.kubernetes.scheduler.volcano.podGroupPolicy.queue=team-a\n"
+                .into(),
+            pod_template: Some(
+                "spec:\n  tolerations: [{key: workload, operator: Exists}]\n  affinity:\n    nodeAffinity:\n      \
+                 requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - \
+                 matchExpressions: [{key: arch, operator: In, values: [arm64]}]\n"
+                    .into(),
+            ),
+            operator_executor: None,
+        };
+        let gang = spark_driver_gang(&spark_driver(json!({})), Some(&conf), &mut names).unwrap();
+        let e = &gang.templates[1];
+        assert_eq!((e.name.as_str(), e.min, e.max), ("executor", 2, 10));
+        assert_eq!(e.request, cpu_mem_pods(2000, 5 * GI));
+        assert_eq!(e.placement.node_selector.get("pool").map(String::as_str), Some("spot"));
+        assert_eq!(e.placement.tolerations.len(), 1);
+        assert_eq!(e.placement.required_terms.len(), 1, "the template's required node affinity");
+        assert!(gang.executor_affinity.is_some());
+        assert_eq!(gang.queue.as_deref(), Some("team-a"));
+
+        let overridden = spark_driver(json!({
+            "muster.dev/min-executors": "3",
+            "muster.dev/executor-resources": r#"{"cpu":"1","memory":"2Gi"}"#,
+            "muster.dev/executor-node-selector": r#"{"pool":"on-demand"}"#
+        }));
+        let e = spark_driver_gang(&overridden, Some(&conf), &mut names).unwrap().templates[1].clone();
+        assert_eq!((e.min, e.max), (3, 10), "the annotation overrides the minimum, the conf's maximum stays");
+        assert_eq!(e.request, cpu_mem_pods(1000, 2 * GI));
+        assert_eq!(e.placement.node_selector.get("pool").map(String::as_str), Some("on-demand"));
+        assert_eq!(e.placement.tolerations.len(), 1, "tolerations not overridden stay the template's");
+
+        let bad = SparkConfFiles {
+            properties: "spark.executor.memory=1.5g\n".into(),
+            pod_template: None,
+            operator_executor: None,
+        };
+        let err = spark_driver_gang(&spark_driver(json!({})), Some(&bad), &mut names).unwrap_err().to_string();
+        assert!(err.starts_with("Pod spark/pi-driver: Spark conf spark.executor.memory: \"1.5g\""), "{err}");
     }
 
     fn template(name: &str, request: Resources) -> TemplateSpec {

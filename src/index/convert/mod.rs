@@ -5,7 +5,7 @@
 //! watch event, so the names in error messages are only formatted when an error is actually built.
 //!
 //! One file per kind of object: `pod.rs` (requests and placement), `node.rs`, `queue.rs`, `gang.rs` (PodGroups,
-//! Spark drivers and which gang a pod belongs to); errors and the parsing they share are here.
+//! Spark drivers and which gang a pod belongs to), `spark.rs` (Spark's configuration into its executor pod); errors and the parsing they share are here.
 
 #[cfg(test)]
 mod fixtures;
@@ -13,6 +13,7 @@ mod gang;
 mod node;
 mod pod;
 mod queue;
+pub mod spark;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,8 +24,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::core::{QuantityError, ResourceError, ResourceNames, Resources, Unit, parse_amount};
 
 pub use gang::{
-    GangRef, GangSource, SPARK_DRIVER_TEMPLATE, SPARK_EXECUTOR_TEMPLATE, gang_key, podgroup_templates,
-    queue_annotation, spark_driver_templates, spark_pod_group_name, template_for_pod,
+    GangRef, GangSource, SPARK_DRIVER_TEMPLATE, SPARK_EXECUTOR_TEMPLATE, SparkGang, gang_key, podgroup_templates,
+    queue_annotation, spark_driver_gang, spark_pod_group_name, template_for_pod,
 };
 pub use node::node_spec;
 pub use pod::{pod_placement, pod_requests, tolerations_to_k8s};
@@ -39,6 +40,8 @@ pub enum ConvertError {
     Resource { object: String, field: String, cause: ResourceError },
     #[error("{object}: {field}: {value:?} {problem}")]
     Invalid { object: String, field: String, value: String, problem: String },
+    #[error("{object}: Spark conf {key}: {problem}")]
+    SparkConf { object: String, key: String, problem: String },
     #[error("{object}: annotation {annotation}: {problem}")]
     Annotation { object: String, annotation: &'static str, problem: String },
     #[error(
