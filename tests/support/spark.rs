@@ -292,6 +292,21 @@ impl SparkApp {
     pub fn log(&self) -> String {
         self.process[0].log()
     }
+
+    /// Ends the application as a finished one ends: its SparkContext stops (Spark deletes its executor pods)
+    /// and the driver exits. Panics with the log if it has not exited within [`START_TIMEOUT`].
+    pub async fn finish(mut self) {
+        std::fs::write(self._dir.path().join("muster-finish"), b"").expect("cannot signal the application");
+        let start = Instant::now();
+        while self.process[0].exit_status().is_none() {
+            if start.elapsed() > START_TIMEOUT {
+                print_log_tails(&self.process, 80);
+                panic!("the Spark application did not finish within {START_TIMEOUT:?} (log tail above)");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop_all(&mut self.process, Duration::ZERO);
+    }
 }
 
 impl Drop for SparkApp {
