@@ -175,7 +175,9 @@ async fn apply_with(client: &Client, doc: &Value, dry_run: bool) {
 
 /// Applies deploy/crds/ and waits until the API server serves the new kinds.
 async fn install_crds(admin: &Client) {
-    let crds = documents("deploy/crds/muster.yaml");
+    // muster's own, and the stand-ins for Volcano's (which muster reads when they are installed).
+    let mut crds = documents("deploy/crds/muster.yaml");
+    crds.extend(documents("tests/fixtures/crds/volcano.yaml"));
     for crd in &crds {
         apply(admin, crd).await;
     }
@@ -293,6 +295,10 @@ fn the_shipped_cluster_role_grants_exactly_musters_contract() {
         // Spark drivers' configuration, by name.
         ("", "configmaps", &["get"]),
         ("sparkoperator.k8s.io", "sparkapplications", &["get"]),
+        ("scheduling.volcano.sh", "queues", &["list", "watch"]),
+        ("scheduling.volcano.sh", "podgroups", &["list", "watch"]),
+        ("scheduling.volcano.sh", "queues/status", &["patch"]),
+        ("scheduling.volcano.sh", "podgroups/status", &["patch"]),
         ("scheduling.k8s.io", "priorityclasses", &["list", "watch"]),
         ("scheduling.muster.dev", "podgroups", &["list", "watch", "create"]),
         ("scheduling.muster.dev", "podgroups/status", &["patch"]),
@@ -888,6 +894,31 @@ async fn the_shipped_roles_allow_every_call_muster_makes_and_refuse_the_rest() {
     list_and_watch("podgroups", Api::<PodGroup>::all(muster.clone())).await;
     list_and_watch("queues", Api::<Queue>::all(muster.clone())).await;
     list_and_watch("priorityclasses", Api::<PriorityClass>::all(muster.clone())).await;
+    let volcano_queues = muster::api::volcano::queue_resource();
+    let volcano_groups = muster::api::volcano::podgroup_resource();
+    list_and_watch("Volcano queues", Api::<DynamicObject>::all_with(muster.clone(), &volcano_queues)).await;
+    list_and_watch("Volcano podgroups", Api::<DynamicObject>::all_with(muster.clone(), &volcano_groups)).await;
+    let volcano_queue: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue", "metadata": {"name": "team-a"},
+        "spec": {"weight": 1}
+    }))
+    .expect("a Volcano Queue");
+    Api::<DynamicObject>::all_with(admin.clone(), &volcano_queues)
+        .create(&PostParams::default(), &volcano_queue)
+        .await
+        .expect("the admin creates a Volcano Queue");
+    allowed(
+        "patch a Volcano queue's status",
+        Api::<DynamicObject>::all_with(muster.clone(), &volcano_queues)
+            .patch_status("team-a", &PatchParams::default(), &merge_patch(json!({"status": {"state": "Open"}})))
+            .await,
+    );
+    forbidden(
+        "patch a Volcano queue's spec",
+        Api::<DynamicObject>::all_with(muster.clone(), &volcano_queues)
+            .patch("team-a", &PatchParams::default(), &merge_patch(json!({"spec": {"weight": 9}})))
+            .await,
+    );
 
     // Pods: the retry annotation, binding, eviction.
     let pods = Api::<Pod>::namespaced(muster.clone(), ns);

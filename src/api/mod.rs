@@ -8,6 +8,7 @@ pub mod errors;
 pub mod names;
 mod podgroup;
 mod queue;
+pub mod volcano;
 
 use kube::CustomResourceExt;
 

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::api::{PodGroup, Queue, errors, names};
+use crate::api::{PodGroup, Queue, errors, names, volcano};
 use crate::core::Millis;
 use crate::index::convert::spark::{POD_TEMPLATE_KEY, SPARK_PROPERTIES_KEY, SparkConfFiles, SparkConfSources};
 use crate::index::{GangKey, ObjectRef};
@@ -75,10 +75,13 @@ pub enum Action {
         name: String,
         status: serde_json::Value,
         record: Option<Record>,
+        /// The PodGroup is Volcano's: the status goes there, in Volcano's shape.
+        volcano: bool,
     },
     QueueStatus {
         name: String,
         status: serde_json::Value,
+        volcano: bool,
     },
 }
 
@@ -355,7 +358,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 fn report_done(action: &Action, outcomes: &mpsc::UnboundedSender<Outcome>) {
     match action {
-        Action::PodGroupStatus { namespace, name, status, record } => {
+        Action::PodGroupStatus { namespace, name, status, record, .. } => {
             let _ = outcomes.send(Outcome::PodGroupStatusWritten {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -363,7 +366,7 @@ fn report_done(action: &Action, outcomes: &mpsc::UnboundedSender<Outcome>) {
                 record: *record,
             });
         }
-        Action::QueueStatus { name, status } => {
+        Action::QueueStatus { name, status, .. } => {
             let _ = outcomes.send(Outcome::QueueStatusWritten { name: name.clone(), status: status.clone() });
         }
         _ => {}
@@ -480,6 +483,17 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
             Err(e) if errors::is_conflict(&e) => Verdict::Done,
             Err(e) => classify(e, "creating the Queue"),
         },
+        Action::PodGroupStatus { namespace, name, status, volcano: true, .. } => {
+            let patch = serde_json::json!({"status": volcano::podgroup_status(status)});
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &volcano::podgroup_resource());
+            match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => Verdict::Done,
+                Err(e) if errors::is_not_found(&e) => {
+                    Verdict::GiveUp(format!("Volcano PodGroup {namespace}/{name} is gone"))
+                }
+                Err(e) => classify(e, "writing Volcano PodGroup status"),
+            }
+        }
         Action::PodGroupStatus { namespace, name, status, .. } => {
             let patch = serde_json::json!({"status": clearing_absent(status, PODGROUP_STATUS_FIELDS)});
             match Api::<PodGroup>::namespaced(client.clone(), namespace)
@@ -515,7 +529,16 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 Err(FetchError::Api(e, what)) => classify(e, &format!("reading {what} in {namespace}")),
             }
         }
-        Action::QueueStatus { name, status } => {
+        Action::QueueStatus { name, status, volcano: true } => {
+            let patch = serde_json::json!({"status": volcano::queue_status(status)});
+            let api = Api::<DynamicObject>::all_with(client.clone(), &volcano::queue_resource());
+            match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => Verdict::Done,
+                Err(e) if errors::is_not_found(&e) => Verdict::GiveUp(format!("Volcano Queue {name} is gone")),
+                Err(e) => classify(e, "writing Volcano Queue status"),
+            }
+        }
+        Action::QueueStatus { name, status, .. } => {
             let patch = serde_json::json!({"status": status});
             match Api::<Queue>::all(client.clone())
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))

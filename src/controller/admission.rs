@@ -37,6 +37,9 @@ pub enum Input {
     PriorityClass(WatchEvent<PriorityClass>),
     PodGroup(WatchEvent<PodGroup>),
     Pod(WatchEvent<Pod>),
+    /// Volcano's kinds, converted to muster's (only once their CRDs are installed).
+    VolcanoQueue(WatchEvent<Queue>),
+    VolcanoPodGroup(WatchEvent<PodGroup>),
 }
 
 /// Timers and bounds of the task.
@@ -183,7 +186,7 @@ impl AdmissionTask {
             }
             self.forward_requests();
             if !self.index.is_synced() {
-                if self.sync.values().all(|s| s.synced) {
+                if KINDS.iter().all(|k| self.sync.get(k).is_some_and(|s| s.synced)) {
                     self.finish_initial_sync();
                 } else {
                     continue;
@@ -267,6 +270,20 @@ impl AdmissionTask {
                     }
                 },
             ),
+            Input::VolcanoQueue(e) => {
+                self.watch_event("volcano-queues", e, |q| q.name_any(), Index::apply_queue, Index::delete_volcano_queue)
+            }
+            Input::VolcanoPodGroup(e) => self.watch_event(
+                "volcano-podgroups",
+                e,
+                |pg| format!("{}/{}", pg.namespace().unwrap_or_default(), pg.name_any()),
+                Index::apply_podgroup,
+                |i, key| {
+                    if let Some((ns, name)) = key.split_once('/') {
+                        i.delete_volcano_podgroup(ns, name);
+                    }
+                },
+            ),
             Input::Pod(e) => self.watch_event(
                 "pods",
                 e,
@@ -285,7 +302,8 @@ impl AdmissionTask {
         apply: fn(&mut Index, Arc<K>),
         delete: fn(&mut Index, &str),
     ) {
-        let sync = self.sync.get_mut(kind).expect("every kind has its sync state");
+        // Volcano's kinds appear when their CRDs are installed; readiness waits only for muster's KINDS.
+        let sync = self.sync.entry(kind).or_default();
         let mut gone = Vec::new();
         match event {
             WatchEvent::Init => sync.listing = Some(HashSet::new()),
@@ -608,17 +626,26 @@ impl AdmissionTask {
             let GangKey::PodGroup { namespace, name } = &key else { continue };
             let Some(status) = status::podgroup_status(&self.index, &key, &self.refusals, timeout) else { continue };
             self.releasing.insert(key.clone());
-            self.act(Action::PodGroupStatus { namespace: namespace.clone(), name: name.clone(), status, record: None });
+            let volcano = self.index.podgroup_is_volcano(namespace, name);
+            self.act(Action::PodGroupStatus {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                status,
+                record: None,
+                volcano,
+            });
         }
         for (key, at) in writes {
             let GangKey::PodGroup { namespace, name } = &key else { continue };
             let Some(status) = status::podgroup_status(&self.index, &key, &self.refusals, timeout) else { continue };
             self.recording.insert(key.clone(), at);
+            let volcano = self.index.podgroup_is_volcano(namespace, name);
             self.act(Action::PodGroupStatus {
                 namespace: namespace.clone(),
                 name: name.clone(),
                 status,
                 record: Some(at),
+                volcano,
             });
         }
     }
@@ -835,6 +862,9 @@ impl AdmissionTask {
         // it would write them, and writing them again would cost the API server a patch per PodGroup. A stored
         // status found equal counts as written, so it is serialised for comparison once, not every interval.
         for ((namespace, name), status) in groups {
+            if self.index.podgroup_is_volcano(&namespace, &name) && !self.index.podgroup_has_gang(&namespace, &name) {
+                continue; // Volcano's PodGroup of pods Volcano schedules: its status is Volcano's to write
+            }
             let key = (namespace, name);
             match self.written_groups.get(&key) {
                 Some(written) if *written == status => {}
@@ -843,11 +873,16 @@ impl AdmissionTask {
                 }
                 _ => {
                     let (namespace, name) = key;
-                    self.act(Action::PodGroupStatus { namespace, name, status, record: None });
+                    let volcano = self.index.podgroup_is_volcano(&namespace, &name);
+                    self.act(Action::PodGroupStatus { namespace, name, status, record: None, volcano });
                 }
             }
         }
+        let queues_in_use: HashSet<String> = self.index.queues_with_gangs();
         for (name, status) in queues {
+            if self.index.queue_is_volcano(&name) && !queues_in_use.contains(&name) {
+                continue; // a Volcano Queue no gang of muster's uses: Volcano writes its status
+            }
             let stored_equal = || {
                 let stored = self.index.queue_object(&name).and_then(|q| q.status.as_ref());
                 stored.is_some_and(|stored| serde_json::to_value(stored).is_ok_and(|stored| stored == status))
@@ -857,7 +892,10 @@ impl AdmissionTask {
                 None if stored_equal() => {
                     self.written_queues.insert(name, status);
                 }
-                _ => self.act(Action::QueueStatus { name, status }),
+                _ => {
+                    let volcano = self.index.queue_is_volcano(&name);
+                    self.act(Action::QueueStatus { name, status, volcano });
+                }
             }
         }
     }

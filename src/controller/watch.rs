@@ -11,17 +11,17 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::Api;
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::admission::Input;
-use crate::api::{PodGroup, Queue};
+use crate::api::{PodGroup, Queue, volcano};
 use crate::metrics::Metrics;
 use crate::plan::Plans;
 
@@ -120,6 +120,96 @@ async fn watch_kind<K>(
     }
 }
 
+/// How often muster looks again for Volcano's CRDs while they are not installed.
+const VOLCANO_DISCOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether the API server serves `resource` (its CRD is installed).
+async fn served(client: &Client, resource: &ApiResource) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(&resource.api_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == resource.plural)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Watches one of Volcano's kinds once its CRD is installed (looked for every [`VOLCANO_DISCOVERY_INTERVAL`]
+/// until then; its absence is no error and does not affect readiness). Objects are converted to muster's types;
+/// one that cannot be is skipped with a log line.
+async fn watch_volcano<K>(
+    client: Client,
+    (kind, resource): (&'static str, ApiResource),
+    convert: fn(&DynamicObject) -> Result<K, String>,
+    wrap: fn(WatchEvent<K>) -> Input,
+    (inputs, plans, metrics): (mpsc::Sender<Input>, Arc<Plans>, Arc<Metrics>),
+) where
+    K: Send + Sync + 'static,
+{
+    let converted = |object: DynamicObject| match convert(&object) {
+        Ok(k) => Some(Arc::new(k)),
+        Err(problem) => {
+            let name = object.metadata.name.as_deref().unwrap_or_default();
+            let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+            warn!(kind, %namespace, %name, %problem, "skipped a Volcano object muster cannot read");
+            None
+        }
+    };
+    loop {
+        // Until the CRD is installed.
+        loop {
+            match served(&client, &resource).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(kind, error = %e, "cannot tell whether Volcano's CRDs are installed; looking again later")
+                }
+            }
+            if inputs.is_closed() {
+                return;
+            }
+            tokio::time::sleep(VOLCANO_DISCOVERY_INTERVAL).await;
+        }
+        info!(kind, api_version = %resource.api_version, "Volcano's kind is installed: watching it");
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        let backoff = ResetTimerBackoff::new(WatchBackoff::default(), WATCH_BACKOFF_RESET);
+        let mut stream = watcher::watcher(api, watcher::Config::default()).backoff(backoff).boxed();
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    if matches!(served(&client, &resource).await, Ok(false)) {
+                        // The CRD was removed: not a broken watch. What muster knew of the kind goes with an
+                        // empty re-list, and it looks for the CRD again.
+                        warn!(kind, "Volcano's kind is no longer installed; forgetting its objects");
+                        plans.health.watch_ok(kind);
+                        for event in [WatchEvent::Init, WatchEvent::InitDone] {
+                            if inputs.send(wrap(event)).await.is_err() {
+                                return;
+                            }
+                        }
+                        break;
+                    }
+                    warn!(kind, error = %e, "watch failed; retrying with backoff");
+                    plans.health.watch_failed(kind);
+                    metrics.watch_restarts.with_label_values(&[kind]).inc();
+                    continue;
+                }
+            };
+            plans.health.watch_ok(kind);
+            let event = match event {
+                Event::Init => Some(WatchEvent::Init),
+                Event::InitDone => Some(WatchEvent::InitDone),
+                Event::InitApply(o) | Event::Apply(o) => converted(o).map(WatchEvent::Apply),
+                Event::Delete(o) => converted(o).map(WatchEvent::Delete),
+            };
+            if let Some(event) = event
+                && inputs.send(wrap(event)).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
 /// Spawns a watch per kind into `tasks`; all feed `inputs`.
 pub fn spawn_all(
     tasks: &mut tokio::task::JoinSet<&'static str>,
@@ -142,6 +232,31 @@ pub fn spawn_all(
     spawn!("priorityclasses", Api::<PriorityClass>::all(client.clone()), Input::PriorityClass);
     spawn!("podgroups", Api::<PodGroup>::all(client.clone()), Input::PodGroup);
     spawn!("pods", Api::<Pod>::all(client.clone()), Input::Pod);
+    for (kind, resource, volcano) in [
+        ("volcano-queues", volcano::queue_resource(), VolcanoKind::Queue),
+        ("volcano-podgroups", volcano::podgroup_resource(), VolcanoKind::PodGroup),
+    ] {
+        let client = client.clone();
+        let sink = (inputs.clone(), plans.clone(), metrics.clone());
+        tasks.spawn(async move {
+            match volcano {
+                VolcanoKind::Queue => {
+                    let convert = volcano::queue_from;
+                    watch_volcano(client, (kind, resource), convert, Input::VolcanoQueue, sink).await
+                }
+                VolcanoKind::PodGroup => {
+                    let convert = volcano::podgroup_from;
+                    watch_volcano(client, (kind, resource), convert, Input::VolcanoPodGroup, sink).await
+                }
+            }
+            kind
+        });
+    }
+}
+
+enum VolcanoKind {
+    Queue,
+    PodGroup,
 }
 
 #[cfg(test)]

@@ -282,6 +282,52 @@ impl Index {
     }
 
     /// A Queue object as last seen by the watch.
+    /// A Volcano Queue was deleted: forgotten unless muster's Queue of that name is the one in use.
+    pub fn delete_volcano_queue(&mut self, name: &str) {
+        if self.queue_is_volcano(name) {
+            self.delete_queue(name);
+        }
+    }
+
+    /// A Volcano PodGroup was deleted: forgotten unless muster's PodGroup of that name is the one in use.
+    pub fn delete_volcano_podgroup(&mut self, namespace: &str, name: &str) {
+        let key = GangKey::PodGroup { namespace: namespace.to_string(), name: name.to_string() };
+        if self
+            .gangs
+            .get(&key)
+            .and_then(|g| g.podgroup.as_ref())
+            .is_some_and(|pg| api::volcano::is_volcano(&pg.metadata))
+        {
+            self.delete_podgroup(namespace, name);
+        }
+    }
+
+    /// Whether the Queue in use under `name` is Volcano's (its status is written there, in Volcano's shape).
+    pub fn queue_is_volcano(&self, name: &str) -> bool {
+        self.queues.get(name).is_some_and(|q| api::volcano::is_volcano(&q.metadata))
+    }
+
+    /// Whether the PodGroup in use under `namespace/name` is Volcano's.
+    pub fn podgroup_is_volcano(&self, namespace: &str, name: &str) -> bool {
+        let key = GangKey::PodGroup { namespace: namespace.to_string(), name: name.to_string() };
+        self.gangs.get(&key).and_then(|g| g.podgroup.as_ref()).is_some_and(|pg| api::volcano::is_volcano(&pg.metadata))
+    }
+
+    /// Whether muster made a gang of the PodGroup `namespace/name` (its pods are muster's).
+    pub fn podgroup_has_gang(&self, namespace: &str, name: &str) -> bool {
+        let key = GangKey::PodGroup { namespace: namespace.to_string(), name: name.to_string() };
+        self.gangs.get(&key).is_some_and(|g| g.id.is_some())
+    }
+
+    /// The names of the queues that hold at least one of muster's gangs.
+    pub fn queues_with_gangs(&self) -> HashSet<String> {
+        self.core.gangs().filter_map(|(_, g)| self.core.queue(g.spec.queue).map(|q| q.spec.name.clone())).collect()
+    }
+
+    fn podgroup_is_musters(&self, key: &GangKey) -> bool {
+        self.gangs.get(key).and_then(|g| g.podgroup.as_ref()).is_some_and(|pg| !api::volcano::is_volcano(&pg.metadata))
+    }
+
     pub fn queue_object(&self, name: &str) -> Option<&Arc<Queue>> {
         self.queues.get(name)
     }
@@ -362,6 +408,12 @@ impl Index {
 
     pub fn apply_queue(&mut self, queue: Arc<Queue>) {
         let name = queue.name_any();
+        if api::volcano::is_volcano(&queue.metadata)
+            && self.queues.get(&name).is_some_and(|q| !api::volcano::is_volcano(&q.metadata))
+        {
+            let message = format!("muster's Queue {name} exists too; it is the one muster uses");
+            return self.problem(object_ref("Queue", &queue.metadata), "ShadowedByMusterQueue", message);
+        }
         match convert::queue_spec(&queue, &mut self.core.resources) {
             Ok(spec) => {
                 self.core.upsert_queue(spec);
@@ -471,6 +523,10 @@ impl Index {
         let namespace = pg.namespace().unwrap_or_default();
         let name = pg.name_any();
         let key = GangKey::PodGroup { namespace: namespace.clone(), name: name.clone() };
+        if api::volcano::is_volcano(&pg.metadata) && self.podgroup_is_musters(&key) {
+            let message = format!("muster's PodGroup {namespace}/{name} exists too; it is the one muster uses");
+            return self.problem(object_ref("PodGroup", &pg.metadata), "ShadowedByMusterPodGroup", message);
+        }
         let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry::new(key.clone()));
         entry.podgroup = Some(pg.clone());
         if entry.spark_driver.is_some() {
@@ -1023,7 +1079,9 @@ impl Index {
         pg
     }
 
-    /// Volcano-style PodGroup (no memberTemplates): once minMember pods exist, their shapes become the templates.
+    /// Volcano-style PodGroup (no memberTemplates): once minMember pods exist (and, for each task its
+    /// `minTaskMember` names, that many pods with the task's `volcano.sh/task-spec` annotation), their shapes
+    /// become the templates: one per task, else one per distinct shape.
     fn form_from_pods(
         &mut self,
         pg: Arc<PodGroup>,
@@ -1034,30 +1092,65 @@ impl Index {
         let need = pg.spec.min_member.unwrap_or(1).max(1) as usize;
         let entry = self.gangs.get_mut(&key).expect("entry");
         entry.waiting_pods.insert(uid.to_string(), pod.clone());
-        if entry.waiting_pods.len() < need {
+        let task_of =
+            |p: &Pod| p.metadata.annotations.as_ref().and_then(|a| a.get(api::volcano::TASK_SPEC_ANNOTATION)).cloned();
+        let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
+        for p in entry.waiting_pods.values() {
+            if let Some(task) = task_of(p) {
+                *per_task.entry(task).or_default() += 1;
+            }
+        }
+        let short_tasks: Vec<String> = pg
+            .spec
+            .min_task_member
+            .iter()
+            .filter(|(task, min)| per_task.get(*task).copied().unwrap_or(0) < (**min).max(0) as usize)
+            .map(|(task, min)| format!("{task} ({} of {min})", per_task.get(task).copied().unwrap_or(0)))
+            .collect();
+        if entry.waiting_pods.len() < need || !short_tasks.is_empty() {
             let have = entry.waiting_pods.len();
+            let tasks = if short_tasks.is_empty() {
+                String::new()
+            } else {
+                format!("; tasks short of minTaskMember: {}", short_tasks.join(", "))
+            };
             return Err(Some(format!(
-                "{have} of minMember {need} pods exist (the PodGroup declares no memberTemplates, so muster learns \
-                 the members' shapes from the pods)"
+                "{have} of minMember {need} pods exist{tasks} (the PodGroup declares no memberTemplates, so muster \
+                 learns the members' shapes from the pods)"
             )));
         }
-        let pods: Vec<Arc<Pod>> = entry.waiting_pods.values().cloned().collect();
+        let mut pods: Vec<Arc<Pod>> = entry.waiting_pods.values().cloned().collect();
+        // Pods of the tasks minTaskMember names first, so that their minimums are met from the pods counted.
+        pods.sort_by_key(|p| task_of(p).is_none_or(|t| !pg.spec.min_task_member.contains_key(&t)));
         let mut templates: Vec<TemplateSpec> = Vec::new();
-        for p in pods.iter().take(need) {
+        let mut counted = 0usize;
+        for p in &pods {
+            let task = task_of(p);
+            let task_min = task.as_ref().and_then(|t| pg.spec.min_task_member.get(t)).map(|m| (*m).max(0) as u32);
             let request = convert::pod_requests(p, &mut self.core.resources).map_err(|e| Some(e.to_string()))?;
             let placement = convert::pod_placement(p).map_err(|e| Some(e.to_string()))?;
-            match templates.iter_mut().find(|t| t.request == request && t.placement == placement) {
-                Some(t) => {
-                    t.min += 1;
-                }
-                None => templates.push(TemplateSpec {
-                    name: format!("shape-{}", templates.len()),
-                    request,
-                    placement,
-                    min: 1,
-                    max: u32::MAX,
-                }),
+            let existing = match &task {
+                Some(t) => templates.iter_mut().find(|s| s.name == *t),
+                None => templates
+                    .iter_mut()
+                    .find(|s| s.name.starts_with("shape-") && s.request == request && s.placement == placement),
+            };
+            // A task's pods count up to its minTaskMember; the others until minMember is reached.
+            let counts = match task_min {
+                Some(min) => existing.as_ref().map_or(0, |t| t.min) < min,
+                None => counted < need,
+            };
+            if !counts {
+                continue;
             }
+            match existing {
+                Some(t) => t.min += 1,
+                None => {
+                    let name = task.clone().unwrap_or_else(|| format!("shape-{}", templates.len()));
+                    templates.push(TemplateSpec { name, request, placement, min: 1, max: u32::MAX });
+                }
+            }
+            counted += 1;
         }
         let spec = self.podgroup_gang_spec(&key, &pg, templates)?;
         let id = self.core.add_gang(spec).map_err(|e| Some(e.to_string()))?;

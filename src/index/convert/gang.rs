@@ -291,6 +291,15 @@ pub fn template_for_pod(pod: &Pod, requests: &Resources, templates: &[TemplateSp
     if let Some(name) = explicit.or_else(|| meta.labels.as_ref().and_then(|l| l.get(names::MEMBER_TEMPLATE_KEY))) {
         return index_of(name);
     }
+    // A Volcano task: the template of that name, when the gang has one (learned from a Volcano PodGroup).
+    if let Some(i) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::volcano::TASK_SPEC_ANNOTATION))
+        .and_then(|t| index_of(t))
+    {
+        return Some(i);
+    }
     if let Some(role) = label(meta, names::SPARK_ROLE_LABEL) {
         if let Some(i) = index_of(role) {
             return Some(i);
