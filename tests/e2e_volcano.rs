@@ -141,6 +141,22 @@ async fn volcano_queues_and_podgroups_are_honoured_and_their_status_written_as_v
     })
     .await;
     eprintln!("Volcano PodGroup big: {big_status}");
+    // muster's Events about it point at the Volcano object (kubectl describe shows them there).
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace);
+    let about_big = wait_until("an Event on the Volcano PodGroup big", E2E_TIMEOUT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+            let regarding_big: Vec<_> = list
+                .into_iter()
+                .filter_map(|e| e.regarding)
+                .filter(|r| r.name.as_deref() == Some("big") && r.kind.as_deref() == Some("PodGroup"))
+                .collect();
+            regarding_big.first().cloned().ok_or_else(|| "no Event about big yet".to_owned())
+        }
+    })
+    .await;
+    assert_eq!(about_big.api_version.as_deref(), Some(volcano::API_VERSION), "{about_big:?}");
     let queue_status = wait_until("the Volcano Queue's status", E2E_TIMEOUT, || {
         let client = client.clone();
         let queues = queues.clone();

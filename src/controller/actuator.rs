@@ -629,7 +629,9 @@ async fn publish_event(recorder: &Recorder, event: &KubeEvent, object: &ObjectRe
 }
 
 fn object_reference(o: &ObjectRef) -> ObjectReference {
-    let api_version = if o.kind == "PodGroup" || o.kind == "Queue" {
+    let api_version = if let Some(api_version) = o.api_version {
+        api_version.to_string()
+    } else if o.kind == "PodGroup" || o.kind == "Queue" {
         format!("{}/{}", PodGroup::group(&()), PodGroup::version(&()))
     } else {
         "v1".to_string()

@@ -23,7 +23,7 @@ use tracing::{debug, info, instrument, warn};
 use super::actuator::{Action, Outcome, Record};
 use super::status;
 use super::watch::{KINDS, WatchEvent};
-use crate::api::{PodGroup, Queue};
+use crate::api::{PodGroup, Queue, volcano};
 use crate::core::{CycleOutcome, GangId, GangPhase, Millis, NodeSet, PodId, Policy};
 use crate::index::{ClusterWrite, GangKey, Index, ObjectRef, PodEntry};
 use crate::metrics::Metrics;
@@ -911,13 +911,26 @@ impl AdmissionTask {
     fn gang_object(&self, key: &GangKey) -> Option<ObjectRef> {
         match key {
             GangKey::PodGroup { namespace, name } => {
-                let uid = self.index.gang(key).and_then(|g| g.podgroup.as_ref()).and_then(|pg| pg.metadata.uid.clone());
-                uid.as_ref()?;
-                Some(ObjectRef { kind: "PodGroup", namespace: Some(namespace.clone()), name: name.clone(), uid })
+                let podgroup = self.index.gang(key).and_then(|g| g.podgroup.as_ref())?;
+                let uid = Some(podgroup.metadata.uid.clone()?);
+                let api_version = volcano::is_volcano(&podgroup.metadata).then_some(volcano::API_VERSION);
+                Some(ObjectRef {
+                    kind: "PodGroup",
+                    api_version,
+                    namespace: Some(namespace.clone()),
+                    name: name.clone(),
+                    uid,
+                })
             }
             GangKey::Pod { namespace, name } => {
                 let uid = self.index.pod_uid(namespace, name).map(str::to_string);
-                Some(ObjectRef { kind: "Pod", namespace: Some(namespace.clone()), name: name.clone(), uid })
+                Some(ObjectRef {
+                    kind: "Pod",
+                    api_version: None,
+                    namespace: Some(namespace.clone()),
+                    name: name.clone(),
+                    uid,
+                })
             }
         }
     }

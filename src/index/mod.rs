@@ -42,6 +42,8 @@ pub struct IndexConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {
     pub kind: &'static str,
+    /// Set for objects that are not what `kind` names by default: Volcano's Queue and PodGroup.
+    pub api_version: Option<&'static str>,
     pub namespace: Option<String>,
     pub name: String,
     pub uid: Option<String>,
@@ -202,6 +204,7 @@ fn ms(ts: Option<&Timestamp>) -> Millis {
 fn object_ref(kind: &'static str, meta: &ObjectMeta) -> ObjectRef {
     ObjectRef {
         kind,
+        api_version: api::volcano::is_volcano(meta).then_some(api::volcano::API_VERSION),
         namespace: meta.namespace.clone(),
         name: meta.name.clone().unwrap_or_default(),
         uid: meta.uid.clone(),
