@@ -9,11 +9,12 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Toleration};
+use k8s_openapi::api::core::v1::{Pod, Toleration};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::ListParams;
 use muster::api::MemberTemplate;
 use muster::index::convert::spark_pod_group_name;
+use support::spark::driver_conf;
 use support::{
     E2E_TIMEOUT, ExtenderMode, MUSTER_SCHEDULER, MusterConfig, MusterEnv, PodPhase, SparkSubmit, TestNode,
     describe_pod, quantity, set_pod_phase, wait_until,
@@ -235,8 +236,7 @@ async fn run_row(env: &MusterEnv, version: &str, namespace: &str, row: &Row) -> 
     );
 
     // Run the driver from the ConfigMaps spark-submit wrote, as its pod would.
-    let driver: Pod = env.pods().get(&submitted.pod_name).await.expect("the driver pod");
-    let (properties, pod_template) = driver_conf(&client, namespace, &driver).await;
+    let (properties, pod_template) = driver_conf(&client, namespace, &submitted.pod_name).await;
     set_pod_phase(&client, namespace, &submitted.pod_name, PodPhase::Running).await;
     let app = submit.start_from_driver_conf(&properties, pod_template.as_deref()).await;
     let selector = app.executor_selector();
@@ -271,24 +271,6 @@ async fn run_row(env: &MusterEnv, version: &str, namespace: &str, row: &Row) -> 
     drop(app);
     env.delete_pod_now(&submitted.pod_name).await;
     verdict
-}
-
-/// The text of the driver's `spark.properties` and executor pod template, from the ConfigMaps it mounts.
-async fn driver_conf(client: &kube::Client, namespace: &str, driver: &Pod) -> (String, Option<String>) {
-    let volumes = driver.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
-    let map_of = |volume: &str| volumes.iter().find(|v| v.name == volume).and_then(|v| v.config_map.clone());
-    let maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
-    let conf = map_of("spark-conf-volume-driver").expect("the driver mounts spark-conf-volume-driver");
-    let data = maps.get(&conf.name).await.expect("the driver's conf ConfigMap").data.unwrap_or_default();
-    let properties = data.get("spark.properties").expect("spark.properties").clone();
-    let template = match map_of("pod-template-volume") {
-        Some(t) => {
-            let data = maps.get(&t.name).await.expect("the pod template ConfigMap").data.unwrap_or_default();
-            Some(data.get("podspec-configmap-key").expect("the template key").clone())
-        }
-        None => None,
-    };
-    (properties, template)
 }
 
 /// Every resource the executor pod requests (containers summed; none of the matrix's pods has init

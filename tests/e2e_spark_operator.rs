@@ -10,10 +10,11 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use muster::index::convert::spark_pod_group_name;
+use support::spark::driver_conf;
 use support::spark_operator::{COVERED_RULES, operator_submission};
 use support::{
     E2E_TIMEOUT, ExtenderMode, HOLD, MusterConfig, MusterEnv, PodHistory, PodPhase, SparkApp, SparkSubmit,
@@ -162,13 +163,7 @@ async fn the_guides_spark_application_runs_whole_two_at_a_time_on_room_for_two()
 
 /// Creates the SparkApplication object, as the user would with kubectl (the operator is not running).
 async fn create_spark_application(client: &kube::Client, app: &serde_json::Value) {
-    let resource = kube::api::ApiResource {
-        group: "sparkoperator.k8s.io".into(),
-        version: "v1beta2".into(),
-        api_version: "sparkoperator.k8s.io/v1beta2".into(),
-        kind: "SparkApplication".into(),
-        plural: "sparkapplications".into(),
-    };
+    let resource = muster::api::spark_application_resource();
     let object: DynamicObject = serde_json::from_value(app.clone()).expect("a SparkApplication object");
     Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &resource)
         .create(&PostParams::default(), &object)
@@ -179,16 +174,7 @@ async fn create_spark_application(client: &kube::Client, app: &serde_json::Value
 /// Plays the kubelet for a bound driver and runs it from the ConfigMaps spark-submit wrote.
 async fn run_driver(env: &MusterEnv, submit: SparkSubmit, driver: &SubmittedDriver) -> SparkApp {
     let client = env.client();
-    let pod: Pod = env.pods().get(&driver.pod_name).await.expect("the driver pod");
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
-    let conf_map = volumes
-        .iter()
-        .find(|v| v.name == "spark-conf-volume-driver")
-        .and_then(|v| v.config_map.as_ref())
-        .map(|c| c.name.clone())
-        .expect("the driver mounts its configuration");
-    let data = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE).get(&conf_map).await.expect("ConfigMap");
-    let properties = data.data.unwrap_or_default().remove("spark.properties").expect("spark.properties");
+    let (properties, _) = driver_conf(&client, NAMESPACE, &driver.pod_name).await;
     set_pod_phase(&client, NAMESPACE, &driver.pod_name, PodPhase::Running).await;
     submit.start_from_driver_conf(&properties, None).await
 }

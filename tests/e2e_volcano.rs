@@ -11,6 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use muster::api::volcano;
 use serde_json::{Value, json};
+use support::spark::driver_conf;
 use support::{
     E2E_TIMEOUT, ExtenderMode, HOLD, MUSTER_SCHEDULER, MusterConfig, MusterEnv, PodHistory, PodPhase, SparkSubmit,
     TerminatingPodKubelet, TestNode, assert_never_bound, bound_node, describe_pod, install_crds_from, muster_pod,
@@ -223,17 +224,7 @@ async fn sparks_volcano_path_works_unchanged() {
 
     set_pod_phase(&client, namespace, &submitted.pod_name, PodPhase::Running).await;
     let pods: Api<Pod> = env.pods();
-    let driver = pods.get(&submitted.pod_name).await.expect("driver");
-    let conf_map = driver
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref())
-        .and_then(|v| v.iter().find(|v| v.name == "spark-conf-volume-driver"))
-        .and_then(|v| v.config_map.as_ref())
-        .map(|c| c.name.clone())
-        .expect("the driver's conf volume");
-    let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace);
-    let properties = maps.get(&conf_map).await.expect("ConfigMap").data.unwrap_or_default()["spark.properties"].clone();
+    let (properties, _) = driver_conf(&client, namespace, &submitted.pod_name).await;
     let app = submit.start_from_driver_conf(&properties, None).await;
     let selector = app.executor_selector();
     wait_until("Spark's 2 executors bind as members of the Volcano PodGroup", E2E_TIMEOUT, || {

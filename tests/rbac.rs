@@ -941,13 +941,7 @@ async fn the_shipped_roles_allow_every_call_muster_makes_and_refuse_the_rest() {
     assert_eq!(read.data.unwrap_or_default()["spark.properties"], "spark.executor.cores=2\n");
     // ... and the SparkApplication of an operator-launched driver. The Spark Operator's CRD is not installed
     // here: authorized, the API server answers 404 (forbidden, it would answer 403).
-    let resource = kube::api::ApiResource {
-        group: "sparkoperator.k8s.io".into(),
-        version: "v1beta2".into(),
-        api_version: "sparkoperator.k8s.io/v1beta2".into(),
-        kind: "SparkApplication".into(),
-        plural: "sparkapplications".into(),
-    };
+    let resource = muster::api::spark_application_resource();
     let apps = Api::<kube::api::DynamicObject>::namespaced_with(muster.clone(), ns, &resource);
     match apps.get("etl-daily-orders").await {
         Err(Error::Api(e)) if e.code == 404 => {}

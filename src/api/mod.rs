@@ -18,6 +18,18 @@ pub use podgroup::{
 };
 pub use queue::{Guarantee, MAX_WEIGHT, MIN_WEIGHT, ObservedQueueState, Queue, QueueSpec, QueueState, QueueStatus};
 
+/// The Kubeflow Spark Operator's SparkApplication kind (`sparkoperator.k8s.io/v1beta2`), which muster reads (never
+/// writes) for the executors' fields the operator's webhook puts on pods.
+pub fn spark_application_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: "sparkoperator.k8s.io".into(),
+        version: "v1beta2".into(),
+        api_version: "sparkoperator.k8s.io/v1beta2".into(),
+        kind: "SparkApplication".into(),
+        plural: "sparkapplications".into(),
+    }
+}
+
 /// Both CustomResourceDefinitions as one multi-document YAML stream, in a fixed order (Queue, then PodGroup).
 /// This is what `muster crds` prints and what `deploy/crds/muster.yaml` holds.
 pub fn crds_yaml() -> String {

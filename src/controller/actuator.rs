@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use kube::ResourceExt;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, EvictParams, Patch, PatchParams, PostParams, Preconditions,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, EvictParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
@@ -596,13 +594,7 @@ async fn spark_application_executor(
     namespace: &str,
     name: &str,
 ) -> Result<Option<serde_json::Value>, FetchError> {
-    let resource = ApiResource {
-        group: "sparkoperator.k8s.io".into(),
-        version: "v1beta2".into(),
-        api_version: "sparkoperator.k8s.io/v1beta2".into(),
-        kind: "SparkApplication".into(),
-        plural: "sparkapplications".into(),
-    };
+    let resource = crate::api::spark_application_resource();
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
     match api.get(name).await {
         Ok(app) => Ok(app.data.get("spec").and_then(|s| s.get("executor")).cloned()),

@@ -255,6 +255,30 @@ async fn wait_started(dir: TempDir, command: Command) -> SparkApp {
     panic!("{failure} (log tail above)");
 }
 
+/// The text of a cluster-mode driver's `spark.properties` and executor pod template (when it has one), read from
+/// the ConfigMaps its pod mounts, as the driver container reads them.
+pub async fn driver_conf(client: &kube::Client, namespace: &str, driver_pod: &str) -> (String, Option<String>) {
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    let pod = kube::Api::<Pod>::namespaced(client.clone(), namespace).get(driver_pod).await.expect("the driver pod");
+    let volumes = pod.spec.and_then(|s| s.volumes).unwrap_or_default();
+    let map_of = |volume: &str| volumes.iter().find(|v| v.name == volume).and_then(|v| v.config_map.clone());
+    let maps = kube::Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let read = |name: String, key: &'static str| {
+        let maps = maps.clone();
+        async move {
+            let data = maps.get(&name).await.unwrap_or_else(|e| panic!("ConfigMap {name}: {e}")).data;
+            data.unwrap_or_default().remove(key).unwrap_or_else(|| panic!("ConfigMap {name} has no {key}"))
+        }
+    };
+    let conf = map_of("spark-conf-volume-driver").expect("the driver mounts spark-conf-volume-driver");
+    let properties = read(conf.name, "spark.properties").await;
+    let template = match map_of("pod-template-volume") {
+        Some(t) => Some(read(t.name, "podspec-configmap-key").await),
+        None => None,
+    };
+    (properties, template)
+}
+
 fn temporary_dir() -> TempDir {
     tempfile::Builder::new().prefix("muster-spark-").tempdir().expect("cannot create a temporary directory for Spark")
 }
