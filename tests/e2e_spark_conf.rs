@@ -4,6 +4,8 @@
 //! pinned Spark version, the real spark-submit creates the driver in cluster mode, the real driver (run here as
 //! its pod would run it, from that same ConfigMap) creates its executors, and the test compares muster's executor
 //! template with every executor pod Spark created, field by field.
+//!
+//! `MUSTER_SPARK_ROW=<row name>` runs one row of the matrix (for debugging a row; CI runs them all).
 
 mod support;
 
@@ -11,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 use kube::ResourceExt;
-use kube::api::ListParams;
+use kube::api::{Api, ListParams};
 use muster::api::MemberTemplate;
 use muster::index::convert::spark_pod_group_name;
 use support::spark::driver_conf;
@@ -161,6 +163,49 @@ async fn spark_3_5_executors_are_reserved_exactly_as_spark_creates_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spark_4_executors_are_reserved_exactly_as_spark_creates_them() {
     run_matrix("4.1.1", "spark-conf-4").await;
+}
+
+/// A configuration Spark itself would refuse once its driver runs (a fractional size): muster never makes a gang
+/// of the driver alone. The automatic PodGroup's status and an Event on the driver say which key is wrong, and the
+/// driver stays unbound.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_configuration_is_reported_on_the_podgroup_and_the_driver_and_nothing_starts() {
+    let namespace = "spark-conf-bad";
+    let env = MusterEnv::start(namespace, &MusterConfig::for_tests(), ExtenderMode::NodeNames).await;
+    env.control_plane.create_node(&TestNode::new("node-1", "16", "64Gi")).await;
+    let history = support::PodHistory::start(&env.client(), namespace).await;
+    let submitted = SparkSubmit::new(&env.control_plane, namespace)
+        .app_name("bad")
+        .conf("spark.kubernetes.scheduler.name", MUSTER_SCHEDULER)
+        // spark-submit checks spark.executor.memory itself; the overhead only the driver reads.
+        .conf("spark.executor.memoryOverhead", "1.5g")
+        .submit_cluster_mode()
+        .await;
+    let gang = spark_pod_group_name(&submitted.app_id);
+    let groups = env.pod_groups();
+    let condition = wait_until(&format!("PodGroup {gang} says why"), E2E_TIMEOUT, || {
+        let (groups, gang) = (groups.clone(), gang.clone());
+        async move {
+            let pg = groups.get(&gang).await.map_err(|e| e.to_string())?;
+            let conditions = pg.status.map(|s| s.conditions).unwrap_or_default();
+            conditions
+                .into_iter()
+                .find(|c| c.message.as_deref().is_some_and(|m| m.contains("spark.executor.memoryOverhead")))
+                .ok_or_else(|| "no condition naming the key yet".to_owned())
+        }
+    })
+    .await;
+    assert!(condition.message.as_deref().is_some_and(|m| m.contains("\"1.5g\"")), "{condition:?}");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client(), namespace);
+    let listed = events.list(&ListParams::default()).await.expect("events").items;
+    let on_driver: Vec<_> = listed
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(submitted.pod_name.as_str()))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(on_driver.iter().any(|r| r == "InvalidSparkConf"), "Events on the driver: {on_driver:?}");
+    tokio::time::sleep(support::HOLD).await;
+    support::assert_never_bound(&history, std::slice::from_ref(&submitted.pod_name), "its gang cannot be known");
 }
 
 async fn run_matrix(version: &str, namespace: &str) {

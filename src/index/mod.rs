@@ -875,7 +875,10 @@ impl Index {
         let is_driver = pod.metadata.labels.as_ref().and_then(|l| l.get(names::SPARK_ROLE_LABEL)).map(String::as_str)
             == Some(names::SPARK_ROLE_DRIVER);
         let has_podgroup = self.gangs.get(&key).is_some_and(|g| g.podgroup.is_some());
-        if let (GangSource::SparkApp { .. }, true, false) = (&gref.source, is_driver, has_podgroup) {
+        // A driver defines its automatic gang, also when the PodGroup muster made for it (to show why its
+        // configuration cannot be used) exists already.
+        let drives_it = self.gangs.get(&key).is_some_and(|g| g.spark_driver.as_deref() == Some(uid));
+        if let (GangSource::SparkApp { .. }, true, false) = (&gref.source, is_driver, has_podgroup && !drives_it) {
             return self.spark_gang(pod, uid, key, priority);
         }
         // Volcano style PodGroup without templates: shapes from the first minMember pods.
@@ -956,7 +959,11 @@ impl Index {
             None => None,
             Some(sources) => match self.spark_confs.get(uid) {
                 Some(SparkConfState::Loaded(files)) => Some(files.clone()),
-                Some(SparkConfState::Unreadable(reason)) => return Err(Some(reason.clone())),
+                Some(SparkConfState::Unreadable(reason)) => {
+                    let reason = reason.clone();
+                    self.show_unusable_spark_conf(driver, uid, &key, &reason);
+                    return Err(Some(reason));
+                }
                 Some(SparkConfState::Fetching(_)) | None => {
                     let waiting = format!(
                         "waiting for muster to read the Spark configuration (ConfigMap {namespace}/{}{})",
@@ -980,12 +987,20 @@ impl Index {
             let message = e.to_string();
             let reason = if conf.is_some() { "InvalidSparkConf" } else { "MalformedSparkDriver" };
             self.problem(object_ref("Pod", &driver.metadata), reason, message.clone());
-            if conf.is_some() {
-                // The configuration does not change: keep the verdict instead of reporting it at every update.
-                self.spark_confs.insert(uid.to_string(), SparkConfState::Unreadable(message.clone()));
-            }
             Some(message)
-        })?;
+        });
+        let gang = match gang {
+            Ok(gang) => gang,
+            Err(message) => {
+                if conf.is_some() {
+                    // The configuration does not change: keep the verdict instead of reporting it at every update.
+                    let message = message.clone().unwrap_or_default();
+                    self.spark_confs.insert(uid.to_string(), SparkConfState::Unreadable(message.clone()));
+                    self.show_unusable_spark_conf(driver, uid, &key, &message);
+                }
+                return Err(message);
+            }
+        };
         if gang.templates.len() == 1 {
             // No configuration and no annotations: say so, once, rather than start the driver alone silently.
             self.problem(
@@ -1015,6 +1030,23 @@ impl Index {
         self.writes.push(ClusterWrite::CreatePodGroup(Box::new(pg)));
         self.retry_waiting_pods(&key);
         Ok((id, 0, key))
+    }
+
+    /// A driver whose configuration cannot be used gets its automatic PodGroup anyway, with no members declared,
+    /// so that its status says why (condition `Waiting`) where users look; the driver stays out of the core.
+    fn show_unusable_spark_conf(&mut self, driver: &Pod, uid: &str, key: &GangKey, reason: &str) {
+        let GangKey::PodGroup { namespace, name } = key else { return };
+        let entry = self.gangs.entry(key.clone()).or_insert_with(|| GangEntry::new(key.clone()));
+        entry.waiting = Some(reason.to_string());
+        if entry.spark_driver.as_deref() == Some(uid) {
+            return; // asked for already
+        }
+        entry.spark_driver = Some(uid.to_string());
+        let queue = self.annotated_queue(&driver.metadata);
+        let shown = convert::SparkGang { templates: Vec::new(), executor_affinity: None, queue: None };
+        let mut pg = self.spark_podgroup(driver, namespace, name, &queue, &shown);
+        pg.spec.min_member = None;
+        self.writes.push(ClusterWrite::CreatePodGroup(Box::new(pg)));
     }
 
     /// The answer to a [`ClusterWrite::FetchSparkConf`]: the configuration's text, or why it could not be read.

@@ -204,8 +204,24 @@ fn a_spark_driver_whose_configuration_is_unusable_waits_with_the_reason_and_an_e
     i.apply_spark_conf("d1", Err("ConfigMap spark/spark-drv-1-conf-map does not exist".into()));
     let waiting = i.pod("d1").unwrap().waiting.clone().unwrap();
     assert!(waiting.contains("cannot be read: ConfigMap spark/spark-drv-1-conf-map does not exist"), "{waiting}");
-    let problems: Vec<_> = i
-        .take_writes()
+    let writes = i.take_writes();
+    let shown = writes.iter().find_map(|w| match w {
+        ClusterWrite::CreatePodGroup(pg) => Some(pg.clone()),
+        _ => None,
+    });
+    let shown = shown.expect("the automatic PodGroup is created to show the reason");
+    assert!(shown.spec.member_templates.is_empty() && shown.spec.min_member.is_none(), "{:?}", shown.spec);
+    // Its echo from the watch, and later updates of the driver, change nothing.
+    i.apply_podgroup(Arc::new(PodGroup {
+        metadata: ObjectMeta { uid: Some("pg1".into()), ..shown.metadata.clone() },
+        ..*shown
+    }));
+    let mut again = mounted_driver("d1");
+    again.metadata.resource_version = Some("5".into());
+    i.apply_pod(Arc::new(again));
+    assert!(i.pod("d1").unwrap().waiting.clone().unwrap().contains("cannot be read"));
+    assert!(i.pod("d1").unwrap().id.is_none(), "the driver is not placed");
+    let problems: Vec<_> = writes
         .into_iter()
         .filter_map(|w| match w {
             ClusterWrite::Problem { reason, object, .. } => Some((reason, object.name)),
@@ -213,6 +229,11 @@ fn a_spark_driver_whose_configuration_is_unusable_waits_with_the_reason_and_an_e
         })
         .collect();
     assert_eq!(problems, vec![("SparkConfUnreadable", "conf-driver".to_string())]);
+    // Its automatic PodGroup shows why, and declares no member: the driver is no gang of one.
+    let k = key(&convert::spark_pod_group_name("spark-conf1"));
+    let gang = i.gang(&k).expect("an entry for the PodGroup");
+    assert!(gang.id.is_none(), "not in the core");
+    assert!(gang.waiting.as_deref().unwrap().contains("does not exist"));
 
     // A configuration Spark itself would refuse: the key and the problem, on the pod and in an Event.
     let mut i = index();
