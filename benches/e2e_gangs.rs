@@ -494,7 +494,7 @@ impl Bench {
             filter: (verb("filter", "count"), verb("filter", "sum")),
             binds: verb("bind", "count"),
             cycles: histogram("muster_admission_cycle_duration_seconds"),
-            admitted: histogram("muster_admission_wait_seconds"),
+            admitted: histogram("muster_gang_wait_seconds"),
             incoming: incoming_pods(&scheduler_metrics),
         }
     }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod controller;
 pub mod core;
 pub mod duration;
+pub mod explain;
 pub mod extender;
 pub mod index;
 pub mod metrics;

@@ -51,6 +51,21 @@ pub struct ServeArgs {
     /// This replica's identity in leader election (default: the pod name, else hostname-pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Log lines as JSON objects (one per line, for a log pipeline) or as text.
+    #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// PodGroup label keys (a Spark driver's labels are copied to its PodGroup) copied onto the per-gang cost
+    /// counter `muster_gang_allocated_resource_seconds_total` as `label_<key>`, e.g. `team,cost-center`. Keep the
+    /// list short: every distinct combination of values is a series.
+    #[arg(long, env = "MUSTER_COST_LABELS", value_delimiter = ',')]
+    pub cost_labels: Vec<String>,
+}
+
+/// The format of `muster serve`'s log lines (on stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Flags of `muster certs`.
@@ -315,10 +330,29 @@ impl ServeConfig {
 /// Inputs from the extender to the admission task buffered at most (beyond that, hints are dropped).
 const FEEDBACK_BUFFER: usize = 16_384;
 
+/// The cost label keys, checked: Kubernetes label keys (`[prefix/]name`), each once.
+fn cost_labels(keys: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for key in keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let valid = name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        anyhow::ensure!(valid, "--cost-labels: {key:?} is not a Kubernetes label key");
+        let metric_label = crate::metrics::cost_label_name(key);
+        anyhow::ensure!(seen.insert(metric_label.clone()), "--cost-labels: {key:?} repeats {metric_label}");
+        out.push(key.to_string());
+    }
+    Ok(out)
+}
+
 /// Runs until SIGTERM or Ctrl-C, or until something it depends on fails (then the process exits non-zero and is
 /// restarted): a background task ending or panicking, the HTTP server failing, leadership lost.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(&args)?;
+    let cost_labels = cost_labels(&args.cost_labels)?;
     let mut kube_config =
         kube::Config::infer().await.context("configuring the Kubernetes API client (KUBECONFIG or in-cluster)")?;
     // The actuator retries every write with its own bounded backoff and needs to see each refusal (a
@@ -326,7 +360,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     kube_config.default_retry = false;
     let client = kube::Client::try_from(kube_config).context("connecting to the Kubernetes API")?;
     controller::preflight(&client).await?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_cost_labels(&cost_labels));
     let (feedback_tx, feedback_rx) = mpsc::channel(FEEDBACK_BUFFER);
     let plans = Arc::new(Plans::new(Health::new(config.watch_stale_after.std()), feedback_tx));
 
@@ -589,6 +623,20 @@ async fn shutdown() {
 mod tests {
     use super::*;
 
+    #[test]
+    fn cost_labels_are_label_keys_each_once() {
+        let keys = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cost_labels(&keys(&["team", " cost-center", "", "example.com/pipeline"])).unwrap(),
+            keys(&["team", "cost-center", "example.com/pipeline"])
+        );
+        let bad = cost_labels(&keys(&["bad key!"])).unwrap_err().to_string();
+        assert!(bad.contains("bad key!"), "{bad}");
+        // Two keys that become the same Prometheus label would merge their series.
+        let clash = cost_labels(&keys(&["cost-center", "cost_center"])).unwrap_err().to_string();
+        assert!(clash.contains("label_cost_center"), "{clash}");
+    }
+
     fn args(config: &std::path::Path, listen: Option<&str>) -> ServeArgs {
         ServeArgs {
             config: Some(config.to_owned()),
@@ -600,6 +648,8 @@ mod tests {
             default_queue: None,
             leader_elect: false,
             identity: None,
+            log_format: LogFormat::Text,
+            cost_labels: Vec::new(),
         }
     }
 

@@ -23,7 +23,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("extender", &["api", "metrics", "plan"]),
     ("sim", &["core", "duration"]),
     ("serve", &["api", "controller", "core", "duration", "extender", "index", "metrics", "plan"]),
-    ("cli", &["serve", "sim"]),
+    ("explain", &["api", "index"]),
+    ("cli", &["explain", "serve", "sim"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

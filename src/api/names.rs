@@ -67,3 +67,11 @@ pub const EXECUTOR_TOLERATIONS_ANNOTATION: &str = "muster.dev/executor-toleratio
 /// it back to kube-scheduler's active queue, so members are retried at once instead of after their backoff
 /// expires; the value (e.g. the admission time) matters only in that it changes.
 pub const RETRY_ANNOTATION: &str = "muster.dev/retry";
+
+/// The `action` of the Events muster records (the reporting controller is `muster`): an admission decision or a
+/// problem with an object, a reclaim eviction, an object skipped. kube-scheduler's profile for muster's pods
+/// reports as `muster` too, with its own actions (`Scheduling`, `Binding`), so readers tell them apart by these.
+pub const EVENT_ACTION_ADMISSION: &str = "Admission";
+pub const EVENT_ACTION_EVICT: &str = "Evict";
+pub const EVENT_ACTION_SKIP: &str = "Skip";
+pub const EVENT_ACTIONS: [&str; 3] = [EVENT_ACTION_ADMISSION, EVENT_ACTION_EVICT, EVENT_ACTION_SKIP];

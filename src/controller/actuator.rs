@@ -403,7 +403,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                     type_: EventType::Normal,
                     reason: "Reclaimed".into(),
                     note: Some(note.chars().take(1000).collect()),
-                    action: "Evict".into(),
+                    action: crate::api::names::EVENT_ACTION_EVICT.into(),
                     secondary: None,
                 };
                 let reference = ObjectReference {
@@ -449,7 +449,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 type_: if *warning { EventType::Warning } else { EventType::Normal },
                 reason: reason.clone(),
                 note: Some(note.chars().take(1000).collect()),
-                action: "Admission".into(),
+                action: crate::api::names::EVENT_ACTION_ADMISSION.into(),
                 secondary: None,
             };
             publish_event(recorder, &event, object, job).await
@@ -463,7 +463,7 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 type_: EventType::Warning,
                 reason: (*reason).into(),
                 note: Some(message.chars().take(1000).collect()),
-                action: "Skip".into(),
+                action: crate::api::names::EVENT_ACTION_SKIP.into(),
                 secondary: None,
             };
             publish_event(recorder, &event, object, job).await

@@ -108,10 +108,17 @@ pub struct AdmissionTask {
     publish_due: bool,
     /// How long the last `/state` snapshot took to build.
     snapshot_cost: Duration,
+    /// The gauges mirroring the model and the cost counters, refreshed at every snapshot.
+    gauges: super::gauges::ModelGauges,
 }
 
 fn now_ms() -> Millis {
     super::now_ms()
+}
+
+/// Wall-clock time as Unix seconds, for timestamp gauges.
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl AdmissionTask {
@@ -144,6 +151,7 @@ impl AdmissionTask {
             expired: HashSet::new(),
             last_status: long_ago,
             last_snapshot: long_ago,
+            gauges: Default::default(),
             last_cycle: long_ago,
             changed_since_snapshot: true,
             publish_due: false,
@@ -302,6 +310,7 @@ impl AdmissionTask {
         apply: fn(&mut Index, Arc<K>),
         delete: fn(&mut Index, &str),
     ) {
+        self.metrics.watch_last_event.with_label_values(&[kind]).set(unix_seconds());
         // Volcano's kinds appear when their CRDs are installed; readiness waits only for muster's KINDS.
         let sync = self.sync.entry(kind).or_default();
         let mut gone = Vec::new();
@@ -483,21 +492,30 @@ impl AdmissionTask {
     fn act_on(&mut self, out: &CycleOutcome, now: Millis) {
         for g in &out.admitted {
             let Some(gang) = self.index.core.gang(*g) else { continue };
-            self.metrics.admission_wait.observe(now.saturating_sub(gang.spec.created) as f64 / 1000.0);
+            let queue = self.queue_name(gang.spec.queue);
+            self.metrics
+                .gang_wait
+                .with_label_values(&[&queue])
+                .observe(now.saturating_sub(gang.spec.created) as f64 / 1000.0);
             let mut nodes: Vec<_> = gang.slots.iter().map(|s| s.node).collect();
             nodes.sort();
             nodes.dedup();
             let note = format!("reserved {} members on {} nodes", gang.slots.len(), nodes.len());
             if let Some(key) = self.index.gang_key(*g).cloned() {
-                info!(gang = %key, %note, "admitted");
+                info!(gang = %key, %queue, reason = "Admitted", %note, "admission decision");
                 self.refusals.remove(&key);
                 if let Some(object) = self.gang_object(&key) {
                     self.act(Action::Event { object, warning: false, reason: "Admitted".into(), note });
                 }
             }
         }
+        for r in out.reclaimed.iter().filter(|r| r.whole_gang) {
+            let queue = self.index.core.gang(r.victim).map(|g| self.queue_name(g.spec.queue)).unwrap_or_default();
+            self.metrics.reclaimed_gangs.with_label_values(&[&queue]).inc();
+        }
         for e in &out.evictions {
-            self.metrics.reclaim_evictions.inc();
+            let queue = self.index.core.gang(e.victim).map(|g| self.queue_name(g.spec.queue)).unwrap_or_default();
+            self.metrics.reclaim_evictions.with_label_values(&[&queue]).inc();
             let Some(uid) = self.index.uid_of(e.pod) else { continue };
             let Some(entry) = self.index.pod(&uid) else { continue };
             let (namespace, name) = (entry.namespace.clone(), entry.name.clone());
@@ -828,7 +846,7 @@ impl AdmissionTask {
             .collect();
         self.plans.set_state(StateSnapshot { queues, gangs });
         self.plans.set_node_count(self.index.node_count());
-        super::gauges::observe_model(&self.metrics, &self.index);
+        self.gauges.observe(&self.metrics, &self.index, now_ms());
         self.last_snapshot = Instant::now();
         self.snapshot_cost = start.elapsed();
     }
@@ -846,10 +864,12 @@ impl AdmissionTask {
         for gang in self.index.gangs() {
             if let Some((code, message)) = status::waiting_reason(&self.index, &gang.key, &self.refusals, timeout) {
                 let text = format!("{code}: {message}");
-                if self.announced.get(&gang.key) != Some(&text)
-                    && let Some(object) = self.gang_object(&gang.key)
-                {
-                    events.push(Action::Event { object, warning: true, reason: code.into(), note: message });
+                if self.announced.get(&gang.key) != Some(&text) {
+                    let queue = gang.id.and_then(|g| self.index.core.gang(g)).map(|g| self.queue_name(g.spec.queue));
+                    info!(gang = %gang.key, queue = queue.as_deref().unwrap_or(""), reason = code, note = %message, "admission decision");
+                    if let Some(object) = self.gang_object(&gang.key) {
+                        events.push(Action::Event { object, warning: true, reason: code.into(), note: message });
+                    }
                 }
                 reasons.insert(gang.key.clone(), text);
             }
@@ -898,6 +918,10 @@ impl AdmissionTask {
                 }
             }
         }
+    }
+
+    fn queue_name(&self, q: crate::core::QueueId) -> String {
+        self.index.core.queue(q).map(|q| q.spec.name.clone()).unwrap_or_default()
     }
 
     /// The status a PodGroup holds as last seen by the watch, in the form muster writes it.

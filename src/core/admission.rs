@@ -123,7 +123,7 @@ impl Cluster {
             let verdict = if !queue.spec.open {
                 Err(Failure::Fresh(WaitReason::QueueClosed))
             } else if being_evicted {
-                Err(Failure::Fresh(WaitReason::Insufficient { detail: "evicted members are still terminating".into() }))
+                Err(Failure::Fresh(WaitReason::MembersTerminating))
             } else if !queue.allocated.saturating_add(&demand).fits_in(&queue.spec.capability) {
                 Err(Failure::Fresh(WaitReason::QueueCapability {
                     detail: format!(
@@ -163,7 +163,9 @@ impl Cluster {
                     let waiting_since = *self.gang_mut(g).waiting_since.get_or_insert(now);
                     let is_head = !head_failed.contains_key(&q);
                     head_failed.entry(q).or_insert(g);
-                    let short_of_capacity = matches!(reason, WaitReason::Insufficient { .. }) && !being_evicted;
+                    let short_of_capacity =
+                        matches!(reason, WaitReason::Insufficient { .. } | WaitReason::Fragmented { .. })
+                            && !being_evicted;
                     let drain_due = now.saturating_sub(waiting_since) >= policy.drain_after;
                     // Only a head short of capacity (or whose earlier verdict stands) may hold capacity; that
                     // verdict is re-evaluated when capacity changed or its drain deadline passed.
@@ -323,7 +325,12 @@ impl Cluster {
                 let gang = self.gang_mut(g);
                 gang.hold = own_hold;
                 gang.tried_epoch = Some(epoch);
-                Err(Failure::Fresh(WaitReason::Insufficient { detail: self.describe_failure(g, &failure).into() }))
+                let detail = self.describe_failure(g, &failure).into();
+                Err(Failure::Fresh(if failure.aggregate_short || failure.eligible_nodes == 0 {
+                    WaitReason::Insufficient { detail }
+                } else {
+                    WaitReason::Fragmented { detail }
+                }))
             }
         }
     }

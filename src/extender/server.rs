@@ -107,7 +107,27 @@ pub fn extender_router(extender: Arc<Extender>, prefix: &str, limits: RequestLim
         .layer(middleware::from_fn_with_state((extender.clone(), limits.max_body_bytes), bound_body))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(bounds)
+        .layer(middleware::from_fn_with_state(extender.metrics.clone(), count_request))
         .with_state(extender)
+}
+
+/// Counts every extender request by verb and the status code answered, those refused by a bound included
+/// (`muster_extender_requests_total`: the extender's error rate).
+async fn count_request(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let verb: &'static str = match request.uri().path().rsplit('/').next() {
+        Some("filter") => "filter",
+        Some("prioritize") => "prioritize",
+        Some("bind") => "bind",
+        Some("preempt") => "preempt",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    metrics.extender_requests.with_label_values(&[verb, response.status().as_str()]).inc();
+    response
 }
 
 /// `/healthz` and `/readyz`, for the health listener (kubelet's probes).
@@ -235,6 +255,7 @@ async fn readyz(State(x): State<Arc<Extender>>) -> Response {
 }
 
 async fn metrics(State((x, _)): State<(Arc<Extender>, Arc<StateAccess>)>) -> Response {
+    x.metrics.ready.set(i64::from(x.plans.health.readiness().is_ok()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], x.metrics.render()).into_response()
 }
 

@@ -1079,6 +1079,9 @@ impl Index {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
         let mut pg = PodGroup::new(name, api::PodGroupSpec::default());
         pg.metadata.namespace = Some(namespace.to_string());
+        // The driver's labels (team, pipeline, the Spark app id...) name the application's PodGroup too: cost
+        // attribution (`--cost-labels`) and label selectors find the gang as they find the driver.
+        pg.metadata.labels = driver.metadata.labels.clone();
         pg.metadata.owner_references = Some(vec![OwnerReference {
             api_version: "v1".into(),
             kind: "Pod".into(),

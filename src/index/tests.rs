@@ -171,6 +171,9 @@ fn a_spark_driver_waits_for_its_configuration_and_becomes_the_gang_it_describes(
     let t = &pg.spec.member_templates[1];
     assert_eq!(t.resources["memory"].0, "2432Mi", "2g + 384m");
     assert_eq!(t.node_selector.get("pool").map(String::as_str), Some("spot"));
+    // The driver's labels name its PodGroup too (cost labels, selectors).
+    assert_eq!(pg.metadata.labels, mounted_driver("d1").metadata.labels);
+    assert!(pg.metadata.labels.as_ref().is_some_and(|l| l.contains_key("spark-app-selector")), "{:?}", pg.metadata);
 }
 
 #[test]

@@ -8,6 +8,9 @@
 //!   stock kube-scheduler does when it calls the extender);
 //! - `PerPod`: kube-scheduler alone: each pending pod, in queue order, onto the feasible node with the most
 //!   free capacity (LeastAllocated), with no notion of gangs or queues.
+//!
+//! When the pools carry prices, a `CostMeter` follows every bind and delete to attribute each node's cost to
+//! queues, exactly, in simulated time (the model is described on [`Report::cost_total`]).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -151,10 +154,102 @@ struct World {
     queue_weights: Vec<u64>,
     samples: Vec<Sample>,
     stranded_cpu_ms: u128,
+    /// Present when the pools carry prices.
+    cost: Option<CostMeter>,
     last_arrival: Millis,
     settings: Settings,
     /// Applications that had a pod bound since their start condition was last checked.
     touched: Vec<usize>,
+}
+
+/// Node-hours priced and attributed as pods come and go (the model: [`Report::cost_total`]).
+///
+/// Each node's cost accrues in intervals between changes of what is bound to it: `price × interval × D` to the
+/// queues of the bound pods and `price × interval × (1 − D)` to idle, where `D` is the node's dominant used
+/// fraction. A pod's part of the queues' share is its own dominant fraction `d` of the node, scaled by `D / S`
+/// (`S` the sum of the bound pods' `d`), which is 1 unless the pods on the node are dominant in different
+/// resources (then `S > D` and the scaling keeps the node from being attributed more than it costs).
+#[derive(Debug, Clone)]
+struct CostMeter {
+    /// Dollars per hour, by node.
+    price: Vec<f64>,
+    /// By node: the time its cost has been accrued up to.
+    since: Vec<Millis>,
+    /// By node, by queue: the sum of the bound pods' dominant fractions `d`.
+    held: Vec<Vec<f64>>,
+    /// By node: bound pods (when none are left, `held` is reset to exact zeros).
+    bound: Vec<u32>,
+    /// Dollars accrued, by queue, and to idle capacity.
+    queue: Vec<f64>,
+    idle: f64,
+    /// Dollars of capacity held by partially started applications (sampled, like `stranded_cpu_ms`).
+    stranded: f64,
+}
+
+/// The largest fraction of the node's allocatable that `r` takes, over every resource but the pod count.
+fn dominant_fraction(r: &Resources, allocatable: &Resources) -> f64 {
+    (0..r.0.len())
+        .filter(|&s| s != PODS && allocatable.get(s) > 0)
+        .map(|s| r.get(s) as f64 / allocatable.get(s) as f64)
+        .fold(0.0, f64::max)
+}
+
+const MS_PER_HOUR: f64 = 3_600_000.0;
+
+impl CostMeter {
+    fn new(price: Vec<f64>, queues: usize) -> CostMeter {
+        let n = price.len();
+        CostMeter {
+            price,
+            since: vec![0; n],
+            held: vec![vec![0.0; queues]; n],
+            bound: vec![0; n],
+            queue: vec![0.0; queues],
+            idle: 0.0,
+            stranded: 0.0,
+        }
+    }
+
+    /// Node `n`'s attributed fraction `D` (`used`: its bound requests) and the factor `D / S` that turns a bound
+    /// pod's dominant fraction `d` into its share of the node's price.
+    fn attributed(&self, n: usize, used: &Resources, allocatable: &Resources) -> (f64, f64) {
+        let s: f64 = self.held[n].iter().sum();
+        if s > 0.0 {
+            let d = dominant_fraction(used, allocatable).min(1.0);
+            (d, d / s)
+        } else {
+            (0.0, 0.0)
+        }
+    }
+
+    /// Accrues node `n`'s cost up to `now`; call before what is bound to it changes.
+    fn accrue(&mut self, n: usize, now: Millis, used: &Resources, allocatable: &Resources) {
+        let hours = now.saturating_sub(self.since[n]) as f64 / MS_PER_HOUR;
+        self.since[n] = now;
+        if hours == 0.0 {
+            return;
+        }
+        let dollars = self.price[n] * hours;
+        let (attributed, scale) = self.attributed(n, used, allocatable);
+        for (q, d) in self.held[n].iter().enumerate() {
+            self.queue[q] += dollars * d * scale;
+        }
+        self.idle += dollars * (1.0 - attributed);
+    }
+
+    /// A pod of queue `q` whose dominant fraction is `d` binds to node `n` (`bound = true`) or leaves it.
+    fn update(&mut self, n: usize, q: usize, d: f64, bound: bool) {
+        if bound {
+            self.bound[n] += 1;
+            self.held[n][q] += d;
+        } else {
+            self.bound[n] -= 1;
+            self.held[n][q] -= d;
+            if self.bound[n] == 0 {
+                self.held[n].iter_mut().for_each(|h| *h = 0.0);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -318,6 +413,16 @@ impl World {
             ..Policy::default()
         };
         let used = vec![Resources::ZERO; nodes.len()];
+        let cost = if s.priced().map_err(SimError)? {
+            let price: Vec<f64> = s
+                .pools
+                .iter()
+                .flat_map(|p| std::iter::repeat_n(p.price_per_hour.unwrap_or(0.0), p.count as usize))
+                .collect();
+            Some(CostMeter::new(price, s.queues.len()))
+        } else {
+            None
+        };
         Ok(World {
             mode,
             now: 0,
@@ -350,6 +455,7 @@ impl World {
             queue_names,
             samples: Vec::new(),
             stranded_cpu_ms: 0,
+            cost,
             last_arrival: 0,
             settings: s.settings.clone(),
             touched: Vec::new(),
@@ -611,6 +717,9 @@ impl World {
     }
 
     fn delete_pod(&mut self, p: usize, exit: PodExit) {
+        if let Some(node) = self.pods[p].node {
+            self.meter(p, node, false);
+        }
         let pod = &mut self.pods[p];
         if let Some(node) = pod.node.take() {
             self.used[node] = self.used[node].saturating_sub(&pod.request);
@@ -766,7 +875,17 @@ impl World {
         })
     }
 
+    /// Tells the cost meter, if any, that pod `p` binds to node `n` or leaves it (before `used` changes).
+    fn meter(&mut self, p: usize, n: usize, bound: bool) {
+        if let Some(cost) = &mut self.cost {
+            let (pod, node) = (&self.pods[p], &self.nodes[n]);
+            cost.accrue(n, self.now, &self.used[n], &node.allocatable);
+            cost.update(n, self.apps[pod.app].queue, dominant_fraction(&pod.request, &node.allocatable), bound);
+        }
+    }
+
     fn bind(&mut self, p: usize, n: usize) {
+        self.meter(p, n, true);
         let pod = &mut self.pods[p];
         pod.node = Some(n);
         self.used[n] = self.used[n].saturating_add(&pod.request);
@@ -897,6 +1016,7 @@ impl World {
         let used = self.used.iter().fold(Resources::ZERO, |acc, u| acc.saturating_add(u));
         if let Some(prev) = self.samples.last() {
             let dt = u128::from(self.now - prev.at);
+            let mut stranded_dollars_per_hour = 0.0;
             for a in self.partial_apps() {
                 let held: u64 = self.apps[a]
                     .pods
@@ -905,6 +1025,19 @@ impl World {
                     .map(|&p| self.pods[p].request.get(CPU))
                     .sum();
                 self.stranded_cpu_ms += u128::from(held) * dt;
+                if let Some(cost) = &self.cost {
+                    for &p in &self.apps[a].pods {
+                        if let Some(n) = self.pods[p].node {
+                            let alloc = &self.nodes[n].allocatable;
+                            stranded_dollars_per_hour += cost.price[n]
+                                * dominant_fraction(&self.pods[p].request, alloc)
+                                * cost.attributed(n, &self.used[n], alloc).1;
+                        }
+                    }
+                }
+            }
+            if let Some(cost) = &mut self.cost {
+                cost.stranded += stranded_dollars_per_hour * dt as f64 / MS_PER_HOUR;
             }
         }
         self.samples.push(Sample { at: self.now, allocated, deserved, used });
@@ -937,7 +1070,18 @@ impl World {
                 gangs_completed: apps.iter().filter(|a| a.state == AppState::Done).count() as u64,
                 admission_wait_p50_s: percentile(&waits, 0.50),
                 admission_wait_p99_s: percentile(&waits, 0.99),
+                cost: None,
             });
+        }
+        // The cost accrued up to the end: each node's last interval is still open.
+        let cost = self.cost.clone().map(|mut c| {
+            for n in 0..self.nodes.len() {
+                c.accrue(n, self.now, &self.used[n], &self.nodes[n].allocatable);
+            }
+            c
+        });
+        for (q, queue) in queues.iter_mut().enumerate() {
+            queue.cost = cost.as_ref().map(|c| c.queue[q]);
         }
         let partial = self.apps.iter().filter(|a| a.ever_partial).count() as u64;
         let still_partial = self.partial_apps();
@@ -972,6 +1116,9 @@ impl World {
             stranded_cpu_core_hours: self.stranded_cpu_ms as f64 / 1000.0 / 3_600_000.0,
             evictions: self.evictions,
             reclaimed_gangs: self.apps.iter().map(|a| u64::from(a.reclaimed)).sum(),
+            cost_total: cost.as_ref().map(|c| c.price.iter().sum::<f64>() * self.now as f64 / MS_PER_HOUR),
+            cost_idle: cost.as_ref().map(|c| c.idle),
+            cost_stranded: cost.as_ref().map(|c| c.stranded),
             series,
             resources: self.names.clone(),
         }

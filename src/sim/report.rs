@@ -22,6 +22,9 @@ pub struct QueueReport {
     /// all bound under per-pod scheduling). None when no gang got there.
     pub admission_wait_p50_s: Option<f64>,
     pub admission_wait_p99_s: Option<f64>,
+    /// Dollars of node time attributed to the queue's pods (see [`Report::cost_total`]); absent without prices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -56,6 +59,29 @@ pub struct Report {
     pub evictions: u64,
     /// Whole applications evicted by reclaim (and resubmitted).
     pub reclaimed_gangs: u64,
+    /// Dollars the nodes cost over the simulated time: the sum over pools of `count × pricePerHour ×
+    /// simulated_hours`. Absent, like every cost field, unless the pools carry prices.
+    ///
+    /// Attribution: over each interval in which what is bound to a node does not change, a bound pod costs its
+    /// share of the node's price by the dominant-resource rule muster's fair share uses: its largest fraction
+    /// of the node's allocatable over cpu, memory and any other resource (the pod count aside). If the pods on a
+    /// node are dominant in different resources, their shares are scaled down in proportion so that together
+    /// they come to the node's own dominant used fraction, never more than the node costs. (OpenCost instead
+    /// splits a node's price into a cpu and a memory price and charges each separately; the dominant rule
+    /// charges a pod for the capacity it keeps from others, the way muster shares the cluster.) A pod's cost
+    /// goes to its application's queue (`queues[].cost`), whether or not the application can make progress;
+    /// what no pod holds is `cost_idle`. So `Σ queues[].cost + cost_idle = cost_total`, up to floating-point
+    /// rounding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_total: Option<f64>,
+    /// Dollars of node time no pod held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_idle: Option<f64>,
+    /// Dollars of node time held by partially started applications while they could not progress: the cost of
+    /// their bound pods, sampled like `stranded_cpu_core_hours` (part of the queues' cost, not on top of it).
+    /// Zero under muster, which binds no member of a gang before the whole minimum is reserved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_stranded: Option<f64>,
     #[serde(skip)]
     pub series: Vec<Series>,
     #[serde(skip)]
@@ -64,6 +90,10 @@ pub struct Report {
 
 fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0}s")).unwrap_or_else(|| "-".into())
+}
+
+fn dollars(v: f64) -> String {
+    format!("${v:.2}")
 }
 
 impl Report {
@@ -84,15 +114,25 @@ impl Report {
             self.simulated_hours
         );
         let _ = writeln!(out);
+        let cost_column = |c: &str| if self.cost_total.is_some() { format!(" {c:>11}") } else { String::new() };
         let _ = writeln!(
             out,
-            "{:<18} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10}",
-            "queue", "weight", "deserved", "mean share", "submitted", "admitted", "completed", "wait p50", "wait p99"
+            "{:<18} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10}{}",
+            "queue",
+            "weight",
+            "deserved",
+            "mean share",
+            "submitted",
+            "admitted",
+            "completed",
+            "wait p50",
+            "wait p99",
+            cost_column("cost")
         );
         for q in &self.queues {
             let _ = writeln!(
                 out,
-                "{:<18} {:>6} {:>8.1}% {:>10.1}% {:>9} {:>9} {:>9} {:>10} {:>10}",
+                "{:<18} {:>6} {:>8.1}% {:>10.1}% {:>9} {:>9} {:>9} {:>10} {:>10}{}",
                 q.name,
                 q.weight,
                 q.deserved_share * 100.0,
@@ -101,11 +141,12 @@ impl Report {
                 q.gangs_admitted,
                 q.gangs_completed,
                 opt(q.admission_wait_p50_s),
-                opt(q.admission_wait_p99_s)
+                opt(q.admission_wait_p99_s),
+                cost_column(&q.cost.map(dollars).unwrap_or_default())
             );
         }
         let _ = writeln!(out);
-        let rows: [(&str, String); 8] = [
+        let mut rows: Vec<(&str, String)> = vec![
             (
                 "utilisation (cpu / memory)",
                 format!("{:.1}% / {:.1}%", self.utilisation_cpu * 100.0, self.utilisation_memory * 100.0),
@@ -118,6 +159,11 @@ impl Report {
             ("applications reclaimed", self.reclaimed_gangs.to_string()),
             ("mode", self.mode.clone()),
         ];
+        if let (Some(total), Some(idle), Some(stranded)) = (self.cost_total, self.cost_idle, self.cost_stranded) {
+            let at = rows.len() - 1; // before "mode"
+            rows.insert(at, ("cost held by partial apps", dollars(stranded)));
+            rows.insert(at, ("cost (total / idle)", format!("{} / {}", dollars(total), dollars(idle))));
+        }
         for (k, v) in rows {
             let _ = writeln!(out, "  {k:<28} {v}");
         }

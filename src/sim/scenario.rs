@@ -93,6 +93,10 @@ pub struct Pool {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub taints: Vec<TaintSpec>,
+    /// What one node of the pool costs, in dollars per node-hour (a finite number, 0 or more). Price every
+    /// pool or none: with prices the report attributes the cluster's cost to queues (see `Report::cost_total`).
+    #[serde(default)]
+    pub price_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -338,7 +342,47 @@ impl Scenario {
         if self.settings.executor_batch_size == 0 {
             return Err("settings.executorBatchSize must be at least 1".into());
         }
+        self.priced()?;
         Ok(())
+    }
+
+    /// Whether the pools carry prices: `Ok(true)` when every pool has a `pricePerHour`, `Ok(false)` when none
+    /// has, an error naming the pool when a price is negative or not finite, or when only some pools have one.
+    pub fn priced(&self) -> Result<bool, String> {
+        for p in &self.pools {
+            if let Some(price) = p.price_per_hour
+                && !(price.is_finite() && price >= 0.0)
+            {
+                return Err(format!(
+                    "pools: {:?} has pricePerHour {price}; a price is dollars per node-hour, a finite number >= 0",
+                    p.name
+                ));
+            }
+        }
+        let unpriced: Vec<&str> =
+            self.pools.iter().filter(|p| p.price_per_hour.is_none()).map(|p| p.name.as_str()).collect();
+        match unpriced.len() {
+            0 => Ok(true),
+            n if n == self.pools.len() => Ok(false),
+            _ => {
+                Err(format!("pools: {unpriced:?} have no pricePerHour while other pools do; price every pool or none"))
+            }
+        }
+    }
+
+    /// Sets the price of one pool (dollars per node-hour); an unknown pool is an error that lists the known ones.
+    /// Check the result with [`Scenario::priced`].
+    pub fn set_price(&mut self, pool: &str, dollars_per_hour: f64) -> Result<(), String> {
+        match self.pools.iter_mut().find(|p| p.name == pool) {
+            Some(p) => {
+                p.price_per_hour = Some(dollars_per_hour);
+                Ok(())
+            }
+            None => {
+                let known: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
+                Err(format!("no pool {pool:?} to price (pools: {known:?})"))
+            }
+        }
     }
 
     /// The concrete applications: explicit ones plus the generators' draws, ordered by arrival.
@@ -372,6 +416,18 @@ impl Scenario {
         }
         apps.sort_by(|a, b| a.at.cmp(&b.at).then(a.name.cmp(&b.name)));
         apps
+    }
+}
+
+/// `POOL=DOLLARS_PER_HOUR`, as `muster simulate --price` takes it: a pool name and a finite price >= 0.
+pub fn parse_price(text: &str) -> Result<(String, f64), String> {
+    const USAGE: &str = "expected POOL=DOLLARS_PER_HOUR, e.g. spot=0.55";
+    let (pool, price) = text.split_once('=').filter(|(pool, _)| !pool.is_empty()).ok_or(USAGE)?;
+    match price.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok((pool.to_string(), p)),
+        _ => Err(format!(
+            "the price of pool {pool:?} must be dollars per node-hour, a finite number >= 0, not {price:?}"
+        )),
     }
 }
 
@@ -432,5 +488,30 @@ mod tests {
         let text = "name: x\npools:\n- name: p\n  count: 1\n  allocatable: {cpu: 4}\nqueues: [{name: a}]\nworkload:\n  applications:\n  - {at: 1m, queue: b, driver: {resources: {cpu: 1}}, executor: {resources: {cpu: 1}}, minExecutors: 1, runTime: 1m}\n";
         let err = Scenario::parse(text, "bad.yaml").unwrap_err().to_string();
         assert!(err.contains("unknown queue \"b\""), "{err}");
+    }
+
+    #[test]
+    fn prices_are_finite_non_negative_and_on_every_pool_or_none() {
+        let with = |a: &str, b: &str| {
+            format!(
+                "name: x\npools:\n- {{name: a, count: 1, allocatable: {{cpu: 4}}{a}}}\n\
+                 - {{name: b, count: 1, allocatable: {{cpu: 4}}{b}}}\nqueues: []\nworkload: {{}}\n"
+            )
+        };
+        assert!(!Scenario::parse(&with("", ""), "p.yaml").unwrap().priced().unwrap());
+        let priced = Scenario::parse(&with(", pricePerHour: 0.5", ", pricePerHour: 0"), "p.yaml").unwrap();
+        assert!(priced.priced().unwrap());
+        for bad in ["-0.5", ".nan", ".inf"] {
+            let err = Scenario::parse(&with("", &format!(", pricePerHour: {bad}")), "p.yaml").unwrap_err().to_string();
+            assert!(err.contains("p.yaml") && err.contains("\"b\"") && err.contains("pricePerHour"), "{err}");
+        }
+        let err = Scenario::parse(&with(", pricePerHour: 1", ""), "p.yaml").unwrap_err().to_string();
+        assert!(err.contains("[\"b\"] have no pricePerHour"), "{err}");
+        let mut s = Scenario::parse(&with("", ""), "p.yaml").unwrap();
+        assert!(s.set_price("c", 1.0).unwrap_err().contains("\"c\""));
+        s.set_price("a", 1.0).unwrap();
+        assert!(s.priced().is_err());
+        s.set_price("b", 2.0).unwrap();
+        assert!(s.priced().unwrap());
     }
 }

@@ -51,6 +51,7 @@
 pub mod controlplane;
 pub mod muster;
 pub mod objects;
+pub mod ops_tools;
 mod process;
 pub mod spark;
 pub mod spark_operator;

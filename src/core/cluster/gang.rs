@@ -69,7 +69,13 @@ pub enum WaitReason {
     OverDeserved {
         detail: Arc<str>,
     },
+    /// The nodes that match lack the capacity in total.
     Insufficient {
+        detail: Arc<str>,
+    },
+    /// The matching nodes have the capacity in total, but no node has room for the members that remain: it is
+    /// spread in pieces too small.
+    Fragmented {
         detail: Arc<str>,
     },
     /// Cannot fit even if every muster-managed pod were gone: waiting will not help.
@@ -82,6 +88,8 @@ pub enum WaitReason {
     Reclaiming {
         detail: Arc<str>,
     },
+    /// Some of its members are being evicted or deleted: it waits for them to go before it may be admitted again.
+    MembersTerminating,
     BehindHead {
         head: Arc<str>,
     },
@@ -96,9 +104,11 @@ impl WaitReason {
             WaitReason::GuaranteeOfOtherQueues { .. } => "GuaranteeOfOtherQueues",
             WaitReason::OverDeserved { .. } => "OverDeserved",
             WaitReason::Insufficient { .. } => "NotEnoughResources",
+            WaitReason::Fragmented { .. } => "Fragmented",
             WaitReason::NeverFits { .. } => "NeverFits",
             WaitReason::Draining { .. } => "Draining",
             WaitReason::Reclaiming { .. } => "Reclaiming",
+            WaitReason::MembersTerminating => "MembersTerminating",
             WaitReason::BehindHead { .. } => "BehindHeadOfQueue",
         }
     }
@@ -113,10 +123,16 @@ impl WaitReason {
             WaitReason::OverDeserved { detail } => {
                 format!("queue is not reclaimable and at its deserved share: {detail}")
             }
-            WaitReason::Insufficient { detail } => format!("waiting for capacity: {detail}"),
+            WaitReason::Insufficient { detail } | WaitReason::Fragmented { detail } => {
+                format!("waiting for capacity: {detail}")
+            }
             WaitReason::NeverFits { detail } => format!("gang can never fit this cluster: {detail}"),
             WaitReason::Draining { detail } => format!("head of its queue, holding capacity as it frees: {detail}"),
             WaitReason::Reclaiming { detail } => format!("reclaiming borrowed capacity: {detail}"),
+            WaitReason::MembersTerminating => {
+                "members are terminating (evicted to reclaim capacity, or deleted); the gang waits for them to go"
+                    .to_string()
+            }
             WaitReason::BehindHead { head } => format!("waiting behind the head of its queue, {head}"),
         }
     }
