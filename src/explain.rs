@@ -3,8 +3,9 @@
 //!
 //! Everything shown comes from the objects muster writes: Queue status (deserved, allocated, gang counts),
 //! PodGroup status (phase, the `Unschedulable` condition whose reason is the admission decision, reservations) and
-//! the Events muster records on a pod that is a gang of one. The reading is split from the deciding: [`explain`]
-//! and [`queue_rows`] are pure functions of the objects, so they are tested without a cluster.
+//! the Events muster records on a pod that is a gang of one. The reading is split from the rendering:
+//! [`explain_podgroup`], [`explain_single_pod`] and [`queue_rows`] are pure functions of the objects, tested without
+//! a cluster.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

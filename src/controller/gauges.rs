@@ -175,8 +175,17 @@ fn metric_value(resource: &str, v: u64) -> f64 {
 /// one is taken to have held (the snapshot runs at least every few seconds, so the error is that small).
 #[derive(Debug, Default)]
 struct CostMeter {
-    /// Time (ms), and the allocation per cost-label set and per queue, at the last observation.
-    last: Option<(u64, AllocationByLabels, Vec<(String, Resources)>)>,
+    last: Option<Observation>,
+}
+
+/// What the cost meter saw at one snapshot.
+#[derive(Debug)]
+struct Observation {
+    /// Unix milliseconds.
+    at: u64,
+    by_labels: AllocationByLabels,
+    /// Allocation per queue.
+    queues: Vec<(String, Resources)>,
 }
 
 /// Allocation per (queue, values of the cost labels).
@@ -185,7 +194,7 @@ type AllocationByLabels = BTreeMap<(String, Vec<String>), Resources>;
 impl CostMeter {
     fn observe(&mut self, metrics: &Metrics, index: &Index, now_ms: u64) {
         let core = &index.core;
-        if let Some((then, allocation, queues)) = self.last.take() {
+        if let Some(Observation { at: then, by_labels: allocation, queues }) = self.last.take() {
             let seconds = now_ms.saturating_sub(then) as f64 / 1000.0;
             if seconds > 0.0 {
                 for ((queue, labels), amount) in &allocation {
@@ -214,7 +223,7 @@ impl CostMeter {
             }
         }
         let queues = core.queues().map(|(_, q)| (q.spec.name.clone(), q.allocated)).collect();
-        self.last = Some((now_ms, allocation_by_cost_labels(metrics, index), queues));
+        self.last = Some(Observation { at: now_ms, by_labels: allocation_by_cost_labels(metrics, index), queues });
     }
 }
 
