@@ -398,6 +398,18 @@ async fn explain_tells_quota_capacity_fragmentation_and_admitted_apart() {
     assert_eq!(capped["pending"], 1, "{capped:#}");
     let table = assert_status_table(kubeconfig, &["capped", "default", "work"]).await;
     eprintln!("status:\n{table}");
+
+    // As a kubectl plugin: the same binary under the name kubectl looks for on the PATH.
+    let plugin_dir = tempfile::tempdir().expect("a temporary directory");
+    let plugin = plugin_dir.path().join("kubectl-muster");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_muster"), &plugin).expect("a symlink named kubectl-muster");
+    let mut command = Command::new(&plugin);
+    command.args(["status", "-o", "json", "--kubeconfig"]).arg(kubeconfig).env_remove("KUBECONFIG");
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("kubectl-muster runs");
+    assert!(output.status.success(), "kubectl-muster status: {}", describe_output(&output));
+    let via_plugin: Value = serde_json::from_slice(&output.stdout).expect("kubectl-muster status -o json is JSON");
+    let names: Vec<&str> = via_plugin.as_array().unwrap().iter().filter_map(|q| q["name"].as_str()).collect();
+    assert!(["capped", "default", "work"].iter().all(|q| names.contains(q)), "{via_plugin:#}");
     eprintln!("explain_tells_quota_capacity_fragmentation_and_admitted_apart: {:.1}s", started.elapsed().as_secs_f64());
 }
 

@@ -23,7 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("extender", &["api", "metrics", "plan"]),
     ("sim", &["core", "duration"]),
     ("serve", &["api", "controller", "core", "duration", "extender", "index", "metrics", "plan"]),
-    ("explain", &["api", "index"]),
+    ("explain", &["api", "core", "index"]),
     ("cli", &["explain", "serve", "sim"]),
 ];
 

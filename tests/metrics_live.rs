@@ -7,8 +7,7 @@
 //! - PodGroup `wide` in `batch` (2 x 3.5 cpu) waits for capacity: whichever node `etl` took, no two nodes have
 //!   3.5 cpu free; its pods are filtered by the extender (kube-scheduler marks them unschedulable).
 //!
-//! `muster serve` runs with `--log-format json --cost-labels team,cost-center` (given through their documented
-//! environment variables `MUSTER_LOG_FORMAT` and `MUSTER_COST_LABELS`: the fixture passes no extra flags). Checked:
+//! `muster serve` runs with `--log-format json --cost-labels team,cost-center`. Checked:
 //!
 //! - (a) `promtool check metrics --lint=all` accepts the scrape: exit 0, nothing printed;
 //! - (b) the series exist with the values the scenario implies: the per-queue resource gauges with
@@ -36,8 +35,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use support::ops_tools::promtool_bin;
 use support::{
-    E2E_TIMEOUT, ExtenderMode, MusterConfig, MusterEnv, MusterState, PodPhase, TestNode, gang_pod, member_template,
-    pod_condition, pod_group, queue, set_pod_phase, state_quantity, wait_until,
+    E2E_TIMEOUT, ExtenderMode, MusterConfig, MusterEnv, MusterState, PodPhase, ServeOptions, TestNode, gang_pod,
+    member_template, pod_condition, pod_group, queue, set_pod_phase, state_quantity, wait_until,
 };
 
 const NAMESPACE: &str = "metrics";
@@ -309,13 +308,6 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn metrics_cost_labels_and_json_log_of_a_live_muster() {
-    // `muster serve` reads `--log-format` and `--cost-labels` from these variables (clap `env`), and the fixture
-    // starts it with this process's environment. SAFETY: set before any other thread of this test exists (the
-    // runtime is built below), and this binary holds no other test, so nothing reads the environment concurrently.
-    unsafe {
-        std::env::set_var("MUSTER_LOG_FORMAT", "json");
-        std::env::set_var("MUSTER_COST_LABELS", "team,cost-center");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     // The scenario runs on this thread (block_on), so the fixtures' processes follow it (PR_SET_PDEATHSIG).
     runtime.block_on(scenario());
@@ -327,7 +319,11 @@ async fn scenario() {
     let started_unix = unix_now();
     // drainAfter far away: the waiting gang keeps waiting for capacity instead of draining nodes.
     let config = MusterConfig::for_tests().drain_after("1h");
-    let env = MusterEnv::start(NAMESPACE, &config, ExtenderMode::NodeNames).await;
+    let options = ServeOptions {
+        args: ["--log-format", "json", "--cost-labels", "team,cost-center"].map(String::from).to_vec(),
+        ..ServeOptions::default()
+    };
+    let env = MusterEnv::start_with(NAMESPACE, &config, ExtenderMode::NodeNames, options).await;
     let client = env.client();
     for name in ["node-1", "node-2"] {
         env.control_plane.create_node(&TestNode::new(name, "4", "8Gi")).await;

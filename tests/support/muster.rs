@@ -237,6 +237,8 @@ pub struct ServeOptions {
     /// A standby replica, which never reports ready while another holds the Lease: wait only until `/healthz`
     /// answers 200 instead of `/readyz`.
     pub standby: bool,
+    /// More arguments of `muster serve` (e.g. `--log-format json`), kept across restarts.
+    pub args: Vec<String>,
 }
 
 /// A running `muster serve` on a free loopback port, acting as the control plane's admin. Dropping it stops the
@@ -260,6 +262,8 @@ pub struct MusterServe {
     kubeconfig: PathBuf,
     /// `--identity`, the same for every process started by this fixture.
     identity: Option<String>,
+    /// [`ServeOptions::args`].
+    args: Vec<String>,
     /// Processes started so far (1 + restarts): names each one's log file.
     starts: u32,
     /// Log files of earlier (killed) processes, oldest first.
@@ -312,7 +316,13 @@ impl MusterServe {
         let probe = Probe::of(options.standby);
         for attempt in 1..=START_ATTEMPTS {
             let addrs = options.addrs.unwrap_or_else(Listeners::free);
-            let command = serve_command(&config_path, addrs, control_plane.kubeconfig(), options.identity.as_deref());
+            let command = serve_command(
+                &config_path,
+                addrs,
+                control_plane.kubeconfig(),
+                options.identity.as_deref(),
+                &options.args,
+            );
             let mut process = vec![ManagedProcess::spawn("muster-serve", command, dir.path())];
             match wait_until_answers_ok(addrs.health, &mut process[0], probe, READY_TIMEOUT).await {
                 Ok(()) => {
@@ -325,6 +335,7 @@ impl MusterServe {
                         config_path,
                         kubeconfig: control_plane.kubeconfig().to_owned(),
                         identity: options.identity.clone(),
+                        args: options.args.clone(),
                         starts: 1,
                         earlier_logs: Vec::new(),
                         dir,
@@ -370,7 +381,8 @@ impl MusterServe {
         }
         for attempt in 1..=START_ATTEMPTS {
             self.starts += 1;
-            let command = serve_command(&self.config_path, self.addrs, &self.kubeconfig, self.identity.as_deref());
+            let command =
+                serve_command(&self.config_path, self.addrs, &self.kubeconfig, self.identity.as_deref(), &self.args);
             let name = format!("muster-serve-{}", self.starts);
             let process = ManagedProcess::spawn(&name, command, self.dir.path());
             let old = std::mem::replace(&mut self.process[0], process);
@@ -611,7 +623,13 @@ impl Drop for MusterServe {
     }
 }
 
-fn serve_command(config: &Path, addrs: Listeners, kubeconfig: &Path, identity: Option<&str>) -> Command {
+fn serve_command(
+    config: &Path,
+    addrs: Listeners,
+    kubeconfig: &Path,
+    identity: Option<&str>,
+    args: &[String],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_muster"));
     command
         .arg("serve")
@@ -627,6 +645,7 @@ fn serve_command(config: &Path, addrs: Listeners, kubeconfig: &Path, identity: O
         .arg(URL_PREFIX)
         .arg("--scheduler-name")
         .arg(MUSTER_SCHEDULER)
+        .args(args)
         .env("KUBECONFIG", kubeconfig);
     match identity {
         Some(identity) => {
@@ -1161,9 +1180,19 @@ pub struct MusterEnv {
 
 impl MusterEnv {
     pub async fn start(namespace: &str, config: &MusterConfig, mode: ExtenderMode) -> MusterEnv {
+        MusterEnv::start_with(namespace, config, mode, ServeOptions::default()).await
+    }
+
+    /// As [`MusterEnv::start`], muster started as `options` say.
+    pub async fn start_with(
+        namespace: &str,
+        config: &MusterConfig,
+        mode: ExtenderMode,
+        options: ServeOptions,
+    ) -> MusterEnv {
         let mut control_plane = ControlPlane::start().await;
         install_crds(&control_plane.client()).await;
-        let muster = MusterServe::start(&control_plane, config).await;
+        let muster = MusterServe::start_with(&control_plane, config, options).await;
         start_muster_scheduler(&mut control_plane, &muster, mode).await;
         control_plane.create_namespace(namespace).await;
         MusterEnv { muster, control_plane, namespace: namespace.to_owned() }
