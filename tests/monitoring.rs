@@ -18,10 +18,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-// Only the tools' locator of the test fixtures (the rest needs a control plane); helm goes unused here.
-#[allow(dead_code)]
-#[path = "support/ops_tools.rs"]
-mod ops_tools;
+mod support;
+
+use support::ops_tools;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -63,7 +63,7 @@ pub fn pyspark_venv_of(version: &str) -> &'static Path {
 
 /// Runs a setup script of this repository and returns the directory it prints as its only stdout line. Its
 /// stderr (progress, errors) goes straight to the terminal, uncaptured, so a long cold build shows progress.
-fn run_setup_script(relative_path: &str) -> Result<PathBuf, String> {
+pub(super) fn run_setup_script(relative_path: &str) -> Result<PathBuf, String> {
     run_setup_script_with(relative_path, &[])
 }
 
