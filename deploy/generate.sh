@@ -61,11 +61,12 @@ render() {
 render muster.yaml "\
 #
 # The HA setup (the chart's defaults; see deploy/README.md): the namespace, both configurations, the PriorityClass,
-# the Deployment of muster with its kube-scheduler sidecar, its PodDisruptionBudget and Service. Install after the
+# the Deployment of muster with its kube-scheduler sidecar, its PodDisruptionBudget and Service, and the admission
+# webhook's configuration and Service (muster makes its certificate itself). Install after the
 # CRDs: kubectl apply -f deploy/crds/ && kubectl apply -f deploy/
 # The pods start once the Secrets muster-tls and muster-scheduler-client-tls exist: kubectl apply -f
 # deploy/cert-manager/, or without cert-manager \`muster certs\` (deploy/README.md gives the commands)." \
-  "" namespace.yaml priorityclass.yaml config.yaml deployment.yaml poddisruptionbudget.yaml service.yaml
+  "" namespace.yaml priorityclass.yaml config.yaml deployment.yaml poddisruptionbudget.yaml service.yaml webhook.yaml
 
 render rbac.yaml "\
 #

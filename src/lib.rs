@@ -9,6 +9,7 @@
 //! - [`plan`]: what the admission task publishes for the extender (pod to node, reasons, `/state`).
 //! - [`extender`]: kube-scheduler's extender verbs over HTTP (wire format and server), reading only [`plan`].
 //! - [`sim`]: the offline simulator driving the core over a workload trace.
+//! - [`webhook`]: the mutating admission webhook that gates muster's new pods, with the certificate it manages.
 
 pub mod api;
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod metrics;
 pub mod plan;
 pub mod serve;
 pub mod sim;
+pub mod webhook;

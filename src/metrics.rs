@@ -49,7 +49,7 @@ pub struct Metrics {
     pub action_failures: IntCounterVec,
     pub actions_completed: IntCounterVec,
     pub action_queue_depth: IntGauge,
-    // ----- the HTTP edge, by listener (`extender`, `health`, `metrics`) -----
+    // ----- the HTTP edge, by listener (`extender`, `health`, `metrics`, `webhook`) -----
     pub extender_latency: HistogramVec,
     pub extender_requests: IntCounterVec,
     pub http_connections: IntGaugeVec,
@@ -57,6 +57,9 @@ pub struct Metrics {
     pub http_rejected_requests: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
+    // ----- the admission webhook -----
+    pub webhook_requests: IntCounterVec,
+    pub webhook_gated_pods: IntCounter,
     names: Vec<String>,
 }
 
@@ -273,6 +276,14 @@ impl Metrics {
                     "Certificate files found changed on disk, by outcome (loaded, or refused and the previous kept)",
                 ),
                 &["listener", "result"],
+            )),
+            webhook_requests: b.add(IntCounterVec::new(
+                Opts::new("muster_webhook_requests_total", "Admission webhook requests by HTTP status code"),
+                &["code"],
+            )),
+            webhook_gated_pods: b.add(IntCounter::new(
+                "muster_webhook_gated_pods_total",
+                "Pods the admission webhook answered with a patch adding the muster.dev/admission scheduling gate",
             )),
             names: {
                 let mut names = b.names.take();

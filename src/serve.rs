@@ -59,6 +59,17 @@ pub struct ServeArgs {
     /// list short: every distinct combination of values is a series.
     #[arg(long, env = "MUSTER_COST_LABELS", value_delimiter = ',')]
     pub cost_labels: Vec<String>,
+    /// For gangs that wait for capacity, publish what they miss as CapacityBuffers (autoscaling.x-k8s.io) for an
+    /// autoscaler (Karpenter, cluster-autoscaler); without the API, their pods are ungated instead.
+    #[arg(long, env = "MUSTER_CAPACITY_REQUESTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub capacity_requests: bool,
+    /// Annotate `karpenter.sh/do-not-disrupt: "true"` on running members whose loss would leave their gang below
+    /// its minimum, so consolidation does not break running gangs.
+    #[arg(long, env = "MUSTER_PROTECT_GANGS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub protect_gangs: bool,
+    /// The mutating admission webhook's flags (`--webhook-*`; no webhook unless `--webhook-listen` is set).
+    #[command(flatten)]
+    pub webhook: Box<crate::webhook::WebhookArgs>,
 }
 
 /// The format of `muster serve`'s log lines (on stderr).
@@ -368,6 +379,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // until this replica leads and has synced.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = start_listeners(&config, &client, &plans, &metrics, stop_rx).await?;
+    crate::webhook::start(&args.webhook, &config.scheduler_name, &client, &metrics, stop_tx.subscribe(), &mut servers)
+        .await?;
     // A listener ends only once `stop_tx` says so: one ending before is a failure of the process.
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let listeners = tokio::spawn(async move {
@@ -417,6 +430,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policy: config.policy(),
         cycle_interval: config.cycle_interval.std(),
         status_interval: config.status_interval.std(),
+        capacity_requests: args.capacity_requests,
+        protect_gangs: args.protect_gangs,
     };
     let actuator = ActuatorConfig { eviction_timeout: config.eviction_timeout.std(), concurrency: 16 };
     let controller = controller::run(client, index, admission, actuator, plans.clone(), metrics.clone(), feedback_rx);
@@ -650,6 +665,9 @@ mod tests {
             identity: None,
             log_format: LogFormat::Text,
             cost_labels: Vec::new(),
+            capacity_requests: true,
+            protect_gangs: true,
+            webhook: Default::default(),
         }
     }
 

@@ -132,6 +132,53 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The capacity request of a waiting gang (`shortfall`) never claims more room than exists: the members it
+    /// counts as fitting do fit together (the oracle packs them), it never asks for more than is missing, it is
+    /// empty only when the whole gang fits, and computing it reserves nothing.
+    #[test]
+    fn the_shortfall_leaves_out_only_members_that_fit_together(
+        nodes in prop::collection::vec(node_gen(), 1..=6),
+        templates in prop::collection::vec(template_gen(4), 1..=3),
+    ) {
+        let total: u32 = templates.iter().map(|t| t.count).sum();
+        prop_assume!(total <= 8);
+        let mut c = Cluster::new();
+        build_nodes(&mut c, &nodes);
+        let q = c.upsert_queue(QueueSpec::new("q", 1));
+        let specs: Vec<TemplateSpec> = templates.iter().enumerate().map(|(i, t)| template_spec(i, t, t.count, t.count)).collect();
+        let g = c.add_gang(GangSpec { name: "g".into(), queue: q, priority: 0, created: 0, templates: specs.clone() }).unwrap();
+
+        let short = c.shortfall(g);
+        prop_assert_eq!(short.len(), specs.len());
+        let free: Vec<Resources> = c.nodes().map(|(_, n)| n.free()).collect();
+        let allowed: Vec<Vec<bool>> =
+            specs.iter().map(|t| c.nodes().map(|(_, n)| t.placement.allows(&n.facts())).collect()).collect();
+        for (i, t) in specs.iter().enumerate() {
+            prop_assert!(short[i] <= t.min, "asks for {} of {} members", short[i], t.min);
+        }
+        let fitting: Vec<(usize, Resources)> = specs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| std::iter::repeat_n((i, t.request), (t.min - short[i]) as usize))
+            .collect();
+        prop_assert!(oracle_fits(&mut free.clone(), &allowed, &fitting, 0), "claims {:?} fit; they do not", fitting);
+        let all: Vec<(usize, Resources)> =
+            specs.iter().enumerate().flat_map(|(i, t)| std::iter::repeat_n((i, t.request), t.min as usize)).collect();
+        if short.iter().all(|n| *n == 0) {
+            prop_assert!(oracle_fits(&mut free.clone(), &allowed, &all, 0), "no shortfall, yet the gang does not fit");
+        }
+        prop_assert!(c.gang(g).unwrap().slots.is_empty(), "computing the shortfall reserved capacity");
+        c.check_invariants().map_err(TestCaseError::fail)?;
+        // The cycle still decides from real capacity: it admits exactly when the oracle finds a packing.
+        let feasible = oracle_fits(&mut free.clone(), &allowed, &all, 0);
+        let out = c.run_cycle(0, &Policy::default());
+        prop_assert_eq!(out.admitted.contains(&g), feasible);
+    }
+}
+
 // ---------- random workloads ----------
 
 #[derive(Debug, Clone)]

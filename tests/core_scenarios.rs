@@ -4,7 +4,9 @@
 use muster::core::testkit::{
     GI, gang, labelled, node, request, selecting, start_members, tainted, template, tolerating,
 };
-use muster::core::{Cluster, GangPhase, NodeSet, PodExit, PodSpec, Policy, QueueSpec, Refusal, Resources, WaitReason};
+use muster::core::{
+    Cluster, GangPhase, NodeSet, PodExit, PodSpec, Policy, QueueSpec, Refusal, Resources, WaitReason, WaitsFor,
+};
 
 fn policy() -> Policy {
     Policy { drain_after: 60_000, ..Policy::default() }
@@ -558,5 +560,100 @@ fn changing_a_pending_gangs_templates_keeps_its_members_and_refuses_an_invalid_s
     assert!(err.to_string().contains("minimum is zero"), "{err}");
     assert_eq!(c.gang(g).unwrap().spec.templates[0].min, 1, "the gang is unchanged");
     assert_eq!(c.pod(p).unwrap().spec.member, Some((g, 0)));
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn the_shortfall_is_what_the_nodes_that_exist_cannot_hold_not_the_whole_gang() {
+    // One on-demand node with room for the driver and 2 of 8 executors; no spot capacity.
+    let mut c = Cluster::new();
+    c.add_node(labelled(node("od-0", 4000, 16 * GI), "pool", "on-demand")).unwrap();
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    let driver = selecting(template("driver", 1000, 2 * GI, 1, 1), "pool", "on-demand");
+    let exec = template("exec", 1500, 2 * GI, 8, 8);
+    let g = c.add_gang(gang("etl", q, 0, vec![driver, exec])).unwrap();
+    let out = c.run_cycle(0, &policy());
+    assert!(out.admitted.is_empty());
+    let reason = &out.waiting.iter().find(|(id, _)| *id == g).unwrap().1;
+    assert_eq!(reason.waits_for(), WaitsFor::Capacity, "{reason:?}");
+    // The driver (1 cpu) and 2 executors (3 cpu) fit the 4 cpu node; 6 executors are missing.
+    assert_eq!(c.shortfall(g), vec![0, 6]);
+    // Computing it reserves nothing and leaves the capacity index describing real capacity.
+    assert!(c.gang(g).unwrap().slots.is_empty());
+    c.check_invariants().unwrap();
+
+    // Capacity arrives in part: the request shrinks.
+    c.add_node(labelled(node("spot-0", 8000, 32 * GI), "pool", "spot")).unwrap();
+    assert_eq!(c.shortfall(g), vec![0, 1], "5 more executors fit the new 8 cpu node");
+    c.add_node(labelled(node("spot-1", 2000, 32 * GI), "pool", "spot")).unwrap();
+    assert_eq!(c.shortfall(g), vec![0, 0]);
+    let out = c.run_cycle(1, &policy());
+    assert_eq!(out.admitted, vec![g]);
+    assert_eq!(c.shortfall(g), vec![0, 0], "an admitted gang misses nothing");
+}
+
+#[test]
+fn quota_waits_and_capacity_waits_are_told_apart() {
+    let mut c = Cluster::new();
+    c.add_node(node("n0", 4000, 16 * GI)).unwrap();
+    let mut capped = QueueSpec::new("capped", 1);
+    capped.capability = request(1000, 64 * GI);
+    let capped = c.upsert_queue(capped);
+    let open = c.upsert_queue(QueueSpec::new("open", 1));
+    let over_capability = c.add_gang(gang("a", capped, 0, vec![template("w", 2000, GI, 1, 1)])).unwrap();
+    let too_big_for_nodes = c.add_gang(gang("b", open, 0, vec![template("w", 3000, GI, 2, 2)])).unwrap();
+    let out = c.run_cycle(0, &policy());
+    let reason = |g| out.waiting.iter().find(|(id, _)| *id == g).map(|(_, r)| r.clone()).unwrap();
+    assert_eq!(reason(over_capability).waits_for(), WaitsFor::Quota, "{:?}", reason(over_capability));
+    assert_eq!(reason(too_big_for_nodes).waits_for(), WaitsFor::Capacity, "{:?}", reason(too_big_for_nodes));
+    // More nodes would not help the gang held back by its queue's capability.
+    assert_eq!(c.shortfall(over_capability), vec![0], "it fits the nodes; it waits for quota only");
+}
+
+#[test]
+fn members_lost_with_their_node_are_re_reserved_before_a_newer_gang_of_the_queue() {
+    let mut c = Cluster::new();
+    for i in 0..3 {
+        c.add_node(node(&format!("n{i}"), 4000, 16 * GI)).unwrap();
+    }
+    let q = c.upsert_queue(QueueSpec::new("team", 1));
+    // 1 driver + 4 executors of 2 cpu: the executors fill two nodes.
+    let running = c
+        .add_gang(gang("running", q, 0, vec![template("driver", 1000, GI, 1, 1), template("exec", 2000, GI, 4, 4)]))
+        .unwrap();
+    assert_eq!(c.run_cycle(0, &policy()).admitted, vec![running]);
+    let pods = start_members(&mut c, running, 1);
+    assert_eq!(c.gang(running).unwrap().phase, GangPhase::Running);
+    // A newer gang of the same queue that would fit the free capacity left after the loss.
+    let newer = c.add_gang(gang("newer", q, 5, vec![template("w", 2000, GI, 1, 1)])).unwrap();
+
+    // A node holding two executors is interrupted (spot): its pods are gone with it.
+    let exec_node = pods
+        .iter()
+        .filter_map(|p| c.pod(*p).unwrap().node)
+        .find(|n| pods.iter().filter(|p| c.pod(**p).unwrap().node == Some(*n)).count() == 2)
+        .expect("two executors share a node");
+    let lost: Vec<_> = pods.iter().copied().filter(|p| c.pod(*p).unwrap().node == Some(exec_node)).collect();
+    c.remove_node(exec_node).unwrap();
+    for p in &lost {
+        c.remove_pod(*p, PodExit::Deleted, 10).unwrap();
+    }
+    assert_eq!(c.gang(running).unwrap().missing(), vec![0, 2]);
+    let out = c.run_cycle(10, &policy());
+    // 3 cpu are left free: room for one of the two lost executors, or for the newer gang. Neither goes: the
+    // running gang is repaired first, and until it can be, its queue admits nothing behind it.
+    assert!(out.admitted.is_empty(), "{out:?}");
+    let gang = c.gang(running).unwrap();
+    assert_eq!(gang.phase, GangPhase::Admitted, "still admitted: its driver and two executors run");
+    assert_eq!(gang.reason.as_ref().map(|r| r.waits_for()), Some(WaitsFor::Capacity), "{:?}", gang.reason);
+    let newer_reason = out.waiting.iter().find(|(id, _)| *id == newer).map(|(_, r)| r.clone());
+    assert!(matches!(&newer_reason, Some(WaitReason::BehindHead { head }) if &**head == "running"), "{newer_reason:?}");
+    assert_eq!(c.shortfall(running), vec![0, 1], "one executor fits what is left; one needs a new node");
+
+    // A replacement node arrives: the repair goes first, then the newer gang when room remains.
+    c.add_node(node("n3", 4000, 16 * GI)).unwrap();
+    let out = c.run_cycle(20, &policy());
+    assert_eq!(out.admitted.first(), Some(&running), "{out:?}");
+    assert_eq!(c.gang(running).unwrap().missing_total(), 0);
     c.check_invariants().unwrap();
 }

@@ -357,7 +357,8 @@ fn parse_muster_command(set: &ValueSet, line: &[String], config: Option<&Value>)
 // ---------------------------------------------------------------------------------------------------------------
 
 /// Kinds the chart renders that are cluster-scoped.
-const CLUSTER_SCOPED: &[&str] = &["Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "Queue"];
+const CLUSTER_SCOPED: &[&str] =
+    &["Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "Queue", "MutatingWebhookConfiguration"];
 
 /// A rendered set is a coherent whole: everything the pod names is rendered (or, for the TLS Secrets without
 /// cert-manager, expected from the user), the configurations agree with the Service, the certificates, the Role and
@@ -451,7 +452,10 @@ fn assert_coherent(set: &ValueSet, docs: &[Value]) {
         set.name
     );
     line[3] = "<rendered>".to_owned();
-    parse_muster_command(set, &line, Some(&config));
+    let serve = match parse_muster_command(set, &line, Some(&config)) {
+        muster::cli::Command::Serve(serve) => serve,
+        other => panic!("{}: muster's container does not run `muster serve`: {other:?}", set.name),
+    };
     for c in &init {
         let line = command_line(c);
         match parse_muster_command(set, &line, None) {
@@ -587,6 +591,46 @@ fn assert_coherent(set: &ValueSet, docs: &[Value]) {
         assert_eq!(admitting(policy, extender_port).is_empty(), loopback, "{}: the extender port", set.name);
     }
 
+    // The admission webhook: the API server calls the Service, which targets the port muster serves it on, by a
+    // name muster's certificate is made for; muster patches the configuration it names, may read and renew the
+    // Secret it names, and the NetworkPolicy lets the API server in.
+    let configuration = find_opt(docs, "MutatingWebhookConfiguration", &base);
+    assert_eq!(configuration.is_some(), serve.webhook.listen.is_some(), "{}: a configuration iff a webhook", set.name);
+    if let Some(configuration) = configuration {
+        let webhook = &serve.webhook;
+        assert_eq!(webhook.configuration, base, "{}: muster patches the rendered configuration", set.name);
+        let port = i64::from(webhook.listen.expect("listening").port());
+        let client = &configuration["webhooks"][0]["clientConfig"];
+        assert!(client.get("caBundle").is_none(), "{}: muster fills in the caBundle", set.name);
+        assert_eq!(client["service"]["namespace"], set.namespace);
+        assert_eq!(client["service"]["path"], "/mutate-pods");
+        let service_name = client["service"]["name"].as_str().expect("a Service");
+        let service = find(docs, "Service", service_name);
+        assert!(selects(&service["spec"]["selector"], labels), "{}: the webhook Service selects the pods", set.name);
+        assert_eq!(service["spec"]["publishNotReadyAddresses"], true, "{}: every replica serves it", set.name);
+        let service_port = service["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["port"] == client["service"]["port"])
+            .unwrap_or_else(|| panic!("{}: the Service has the port the configuration calls", set.name));
+        let target = service_port["targetPort"].as_str().expect("a named target port");
+        assert_eq!(ports.get(target), Some(&port), "{}: the Service targets --webhook-listen", set.name);
+        let host = format!("{service_name}.{}.svc", set.namespace);
+        assert_eq!(webhook.hosts().expect("valid hosts"), [host], "{}: the certificate names the Service", set.name);
+        let secret_rule =
+            find(docs, "Role", &format!("{base}-webhook"))["rules"].as_array().expect("rules").iter().any(|r| {
+                strings(&r["resourceNames"]) == [webhook.secret.as_str()] && strings(&r["verbs"]) == ["get", "update"]
+            });
+        assert!(secret_rule, "{}: the Role lets muster read and renew {}", set.name, webhook.secret);
+        let configuration_rule = &find(docs, "ClusterRole", &format!("{base}-webhook"))["rules"][0];
+        assert_eq!(strings(&configuration_rule["resourceNames"]), [base.as_str()], "{}", set.name);
+        assert_eq!(strings(&configuration_rule["verbs"]), ["get", "patch"], "{}", set.name);
+        if let Some(policy) = find_opt(docs, "NetworkPolicy", &base) {
+            assert!(!admitting(policy, port).is_empty(), "{}: the policy admits the webhook ({port})", set.name);
+        }
+    }
+
     // Disruption budget only where there is a standby to take the evictions.
     let replicas = spec["replicas"].as_i64().expect("replicas");
     assert_eq!(find_opt(docs, "PodDisruptionBudget", &base).is_some(), replicas > 1 && !loopback, "{}", set.name);
@@ -642,8 +686,21 @@ fn defaults_render_the_ha_setup_with_cert_manager() {
     assert_eq!(container_names(&docs), ["muster", "kube-scheduler"]);
     assert_eq!(
         command_line(container(&docs, "muster")),
-        ["muster", "serve", "--config", "/etc/muster/muster.yaml"],
-        "no optional flag by default"
+        [
+            "muster",
+            "serve",
+            "--config",
+            "/etc/muster/muster.yaml",
+            "--webhook-listen",
+            "0.0.0.0:9443",
+            "--webhook-secret",
+            "muster-webhook-tls",
+            "--webhook-configuration",
+            "muster",
+            "--webhook-hosts",
+            "muster-webhook.muster-system.svc",
+        ],
+        "no optional flag by default but the webhook's"
     );
     assert_eq!(container(&docs, "muster")["image"], "ghcr.io/muster-dev/muster:0.1.0");
     assert_eq!(container(&docs, "kube-scheduler")["image"], "registry.k8s.io/kube-scheduler:v1.35.4");
@@ -658,6 +715,7 @@ fn defaults_render_the_ha_setup_with_cert_manager() {
             "ConfigMap",
             "Deployment",
             "Issuer",
+            "MutatingWebhookConfiguration",
             "NetworkPolicy",
             "PodDisruptionBudget",
             "PriorityClass",
@@ -708,11 +766,62 @@ fn single_replica_calls_the_muster_beside_it_on_loopback() {
     let config = muster_config(&SINGLE_REPLICA, &docs);
     assert_eq!(config["extender"]["listen"], "127.0.0.1:8888");
     assert_eq!(sidecar_config(&SINGLE_REPLICA, &docs)["extenders"][0]["urlPrefix"], "https://127.0.0.1:8888/muster");
-    for absent in ["Service", "PodDisruptionBudget", "Certificate", "Issuer"] {
+    for absent in ["Service", "PodDisruptionBudget", "Certificate", "Issuer", "MutatingWebhookConfiguration"] {
         assert!(all(&docs, absent).is_empty(), "no {absent}");
     }
     assert!(pod_spec(&docs).get("affinity").is_none(), "one pod: nothing to spread");
     assert!(!container_ports(container(&docs, "muster")).contains_key("https"), "no extender port");
+}
+
+/// The admission webhook as shipped: muster's new pods only (matchConditions), never muster's own namespace nor
+/// kube-system, failurePolicy Ignore (the extender is the safety net), no caBundle (muster patches it); off with
+/// webhook.enabled false, and then nothing of it is rendered.
+#[test]
+fn the_webhook_gates_only_musters_pods_and_can_be_turned_off() {
+    let docs = render(&DEFAULTS);
+    let webhooks = find(&docs, "MutatingWebhookConfiguration", "muster")["webhooks"].as_array().expect("webhooks");
+    assert_eq!(webhooks.len(), 1);
+    let webhook = &webhooks[0];
+    assert_eq!(webhook["failurePolicy"], "Ignore");
+    assert_eq!(webhook["timeoutSeconds"], 5);
+    assert_eq!(webhook["sideEffects"], "None");
+    assert_eq!(webhook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(
+        webhook["rules"],
+        json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"],
+                "scope": "Namespaced"}])
+    );
+    assert_eq!(
+        webhook["namespaceSelector"],
+        json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                     "values": ["muster-system", "kube-system"]}]})
+    );
+    let condition = webhook["matchConditions"][0]["expression"].as_str().expect("a CEL expression");
+    assert!(condition.contains("object.spec.schedulerName == 'muster'"), "{condition}");
+    let secret_role = find(&docs, "Role", "muster-webhook");
+    assert_eq!(
+        secret_role["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+               {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["muster-webhook-tls"],
+                "verbs": ["get", "update"]}])
+    );
+
+    let off = ValueSet { set: &["webhook.enabled=false"], ..value_set("no webhook", None) };
+    let docs = render(&off);
+    assert_coherent(&off, &docs);
+    assert!(!command_line(container(&docs, "muster")).iter().any(|a| a.starts_with("--webhook")));
+    let mut expected = objects(&render(&DEFAULTS));
+    for (kind, name) in [
+        ("MutatingWebhookConfiguration", "muster"),
+        ("Service", "muster-webhook"),
+        ("Role", "muster-webhook"),
+        ("RoleBinding", "muster-webhook"),
+        ("ClusterRole", "muster-webhook"),
+        ("ClusterRoleBinding", "muster-webhook"),
+    ] {
+        assert!(expected.remove(&(kind.to_owned(), name.to_owned())), "{kind} {name} is rendered by default");
+    }
+    assert_eq!(objects(&docs), expected);
 }
 
 /// Only muster: no sidecar and none of kube-scheduler's grants; the KubeSchedulerConfiguration for the user's
@@ -727,7 +836,7 @@ fn external_scheduler_renders_muster_alone_and_the_schedulers_configuration() {
     assert!(find_opt(&docs, "RoleBinding", "muster-extension-apiserver-authentication-reader").is_none());
     let roles: BTreeSet<&str> =
         all(&docs, "ClusterRoleBinding").iter().map(|b| b["roleRef"]["name"].as_str().expect("a role")).collect();
-    assert_eq!(roles, BTreeSet::from(["muster"]), "muster's own ClusterRole alone");
+    assert_eq!(roles, BTreeSet::from(["muster", "muster-webhook"]), "muster's own ClusterRoles alone");
     let snippet = config_map_entry(&docs, "muster-scheduler-extender", "kube-scheduler.yaml");
     assert_eq!(snippet["apiVersion"], "kubescheduler.config.k8s.io/v1");
     assert!(snippet.get("leaderElection").is_none() && snippet.get("clientConnection").is_none(), "the user's own");
@@ -810,7 +919,7 @@ fn queues_monitoring_cost_labels_and_json_logs() {
     let docs = render(&MONITORING);
     assert_coherent(&MONITORING, &docs);
     let line = command_line(container(&docs, "muster"));
-    assert_eq!(line[4..], ["--log-format", "json", "--cost-labels", "team,cost-center"]);
+    assert_eq!(line[4..8], ["--log-format", "json", "--cost-labels", "team,cost-center"]);
     match parse_muster_command(&MONITORING, &line, None) {
         muster::cli::Command::Serve(serve) => {
             assert_eq!(serve.log_format, muster::serve::LogFormat::Json);
@@ -962,6 +1071,7 @@ fn impossible_combinations_are_refused_with_the_reason() {
         (&["leaderElection.enabled=false"], "needs leaderElection.enabled"),
         (&["scheduler.mode=beside"], "/scheduler/mode': value must be one of"),
         (&["logFormat=yaml"], "/logFormat': value must be one of"),
+        (&["webhook.failurePolicy=Never"], "/webhook/failurePolicy': value must be one of"),
         // values.schema.json: a misspelt value is an error, not silently ignored.
         (&["replicas=3"], "additional properties 'replicas' not allowed"),
         (&["tls.certmanager=false"], "additional properties 'certmanager' not allowed"),

@@ -22,7 +22,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("controller", &["api", "core", "duration", "index", "metrics", "plan"]),
     ("extender", &["api", "metrics", "plan"]),
     ("sim", &["core", "duration"]),
-    ("serve", &["api", "controller", "core", "duration", "extender", "index", "metrics", "plan"]),
+    ("webhook", &["api", "extender", "metrics"]),
+    ("serve", &["api", "controller", "core", "duration", "extender", "index", "metrics", "plan", "webhook"]),
     ("explain", &["api", "core", "index"]),
     ("cli", &["explain", "serve", "sim"]),
 ];

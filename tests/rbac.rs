@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
@@ -60,6 +61,10 @@ const DEFAULT_LEASE_NAME: &str = "muster";
 const SERVER_TLS_SECRET: &str = "muster-tls";
 const CLIENT_TLS_SECRET: &str = "muster-scheduler-client-tls";
 const SERVER_TLS_DIR: &str = "/etc/muster/tls";
+/// The admission webhook's Secret (muster makes it), the configuration muster patches, and the roles for both.
+const WEBHOOK_SECRET: &str = "muster-webhook-tls";
+const WEBHOOK_CONFIGURATION: &str = "muster";
+const WEBHOOK_ROLE: &str = "muster-webhook";
 /// The PriorityClass muster's pods run at, and the highest value a non-system PriorityClass may have.
 const PRIORITY_CLASS: &str = "muster-critical";
 const HIGHEST_USER_DEFINABLE_PRIORITY: i32 = 1_000_000_000;
@@ -106,6 +111,19 @@ fn typed<T: DeserializeOwned>(docs: &[Value], kind: &str, name: &str) -> T {
     let matching: Vec<&Value> = docs.iter().filter(|d| kind_of(d) == kind && name_of(d) == name).collect();
     assert_eq!(matching.len(), 1, "expected exactly one {kind} named {name} in deploy/");
     serde_json::from_value(matching[0].clone()).unwrap_or_else(|e| panic!("{kind} {name} does not parse: {e}"))
+}
+
+/// The admission webhook's grants as shipped: its Role and ClusterRole and their bindings.
+fn webhook_role_documents() -> Vec<Value> {
+    let docs: Vec<Value> = documents("deploy/rbac.yaml")
+        .into_iter()
+        .filter(|d| {
+            matches!(kind_of(d), "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding")
+                && name_of(d) == WEBHOOK_ROLE
+        })
+        .collect();
+    assert_eq!(docs.len(), 4, "deploy/rbac.yaml has the webhook's Role, ClusterRole and both bindings");
+    docs
 }
 
 /// muster's own grants as shipped: the ServiceAccount, the ClusterRole `muster`, the Role for its Lease, and
@@ -292,6 +310,9 @@ fn the_shipped_cluster_role_grants_exactly_musters_contract() {
         ("", "pods", &["get", "list", "watch", "patch"]),
         ("", "pods/binding", &["create"]),
         ("", "pods/eviction", &["create"]),
+        // Capacity requests (CapacityBuffers and their PodTemplates) for gangs that wait for nodes.
+        ("", "podtemplates", &["list", "create", "patch", "delete"]),
+        ("autoscaling.x-k8s.io", "capacitybuffers", &["list", "create", "patch", "delete"]),
         // Spark drivers' configuration, by name.
         ("", "configmaps", &["get"]),
         ("sparkoperator.k8s.io", "sparkapplications", &["get"]),
@@ -377,6 +398,45 @@ fn the_shipped_lease_role_grants_exactly_leader_election_on_musters_lease() {
     let lease_namespace =
         election.get("leaseNamespace").and_then(|v| v.as_str()).filter(|ns| !ns.is_empty()).unwrap_or(&pod_namespace);
     assert_eq!(Some(lease_namespace), role.metadata.namespace.as_deref());
+}
+
+/// The admission webhook's certificate and nothing more: in muster's namespace, `create` on Secrets (RBAC cannot
+/// restrict a create by name) and get/update of its one Secret; cluster-wide, get/patch of its one
+/// MutatingWebhookConfiguration. Both roles bound to the pod's ServiceAccount.
+#[test]
+fn the_shipped_webhook_roles_grant_exactly_its_secret_and_its_configuration() {
+    let rbac = documents("deploy/rbac.yaml");
+    let role: Role = typed(&rbac, "Role", WEBHOOK_ROLE);
+    assert_eq!(role.metadata.namespace.as_deref(), Some(MUSTER_NAMESPACE), "the Secret lives in muster's namespace");
+    let secret = |verb: &str, names: &[&str]| {
+        let names = names.iter().map(|n| (*n).to_owned()).collect();
+        (String::new(), "secrets".to_owned(), verb.to_owned(), names)
+    };
+    let expected =
+        BTreeSet::from([secret("create", &[]), secret("get", &[WEBHOOK_SECRET]), secret("update", &[WEBHOOK_SECRET])]);
+    assert_eq!(rule_grants(role.rules.iter().flatten()), expected, "Role {WEBHOOK_ROLE}");
+    let cluster_role: ClusterRole = typed(&rbac, "ClusterRole", WEBHOOK_ROLE);
+    let configuration = |verb: &str| {
+        let group = "admissionregistration.k8s.io".to_owned();
+        (group, "mutatingwebhookconfigurations".to_owned(), verb.to_owned(), vec![WEBHOOK_CONFIGURATION.to_owned()])
+    };
+    let expected = BTreeSet::from([configuration("get"), configuration("patch")]);
+    assert_eq!(rule_grants(cluster_role.rules.iter().flatten()), expected, "ClusterRole {WEBHOOK_ROLE}");
+    let role_binding: RoleBinding = typed(&rbac, "RoleBinding", WEBHOOK_ROLE);
+    assert_eq!(role_binding.metadata.namespace, role.metadata.namespace);
+    let cluster_binding: ClusterRoleBinding = typed(&rbac, "ClusterRoleBinding", WEBHOOK_ROLE);
+    for (kind, role_ref, subjects) in [
+        ("Role", &role_binding.role_ref, role_binding.subjects.clone()),
+        ("ClusterRole", &cluster_binding.role_ref, cluster_binding.subjects.clone()),
+    ] {
+        assert_eq!((role_ref.kind.as_str(), role_ref.name.as_str()), (kind, WEBHOOK_ROLE));
+        assert!(subjects.unwrap_or_default().contains(&service_account_subject()), "binds the pod's ServiceAccount");
+    }
+    // The configuration the ClusterRole names is the one deploy/ ships.
+    let docs = deploy_documents();
+    let shipped: Vec<&str> =
+        docs.iter().filter(|d| kind_of(d) == "MutatingWebhookConfiguration").map(name_of).collect();
+    assert_eq!(shipped, [WEBHOOK_CONFIGURATION]);
 }
 
 fn container<'a>(deployment: &'a Deployment, name: &str) -> &'a Container {
@@ -558,7 +618,22 @@ fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
     let muster = container(&deployment, "muster");
     assert_eq!(muster.image.as_deref(), Some("ghcr.io/muster-dev/muster:0.1.0"));
     let command: Vec<String> = muster.command.iter().chain(muster.args.iter()).flatten().cloned().collect();
-    assert_eq!(command, ["muster", "serve", "--config", "/etc/muster/muster.yaml"]);
+    assert_eq!(command[..4], ["muster", "serve", "--config", "/etc/muster/muster.yaml"]);
+    // The admission webhook, on every replica, with the certificate muster makes into the Secret the webhook Role
+    // names, for the Service the configuration calls.
+    assert_eq!(
+        command[4..],
+        [
+            "--webhook-listen",
+            "0.0.0.0:9443",
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+            "--webhook-configuration",
+            WEBHOOK_CONFIGURATION,
+            "--webhook-hosts",
+            "muster-webhook.muster-system.svc",
+        ]
+    );
     // The Lease's namespace and this replica's identity, from the downward API.
     let downward: BTreeMap<&str, &str> = muster
         .env
@@ -580,7 +655,7 @@ fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
     assert_eq!(probe(&muster.liveness_probe), ("/healthz".to_owned(), json!("health")));
     let ports: BTreeMap<&str, i32> =
         muster.ports.iter().flatten().map(|p| (p.name.as_deref().unwrap_or_default(), p.container_port)).collect();
-    assert_eq!(ports, BTreeMap::from([("https", 8443), ("health", 8081), ("metrics", 9090)]));
+    assert_eq!(ports, BTreeMap::from([("https", 8443), ("health", 8081), ("metrics", 9090), ("webhook", 9443)]));
 
     let scheduler = container(&deployment, "kube-scheduler");
     assert_eq!(scheduler.image.as_deref(), Some("registry.k8s.io/kube-scheduler:v1.35.4"));
@@ -869,12 +944,17 @@ async fn the_shipped_roles_allow_every_call_muster_makes_and_refuse_the_rest() {
     let admin = control_plane.client();
     install_crds(&admin).await;
     control_plane.create_namespace(MUSTER_NAMESPACE).await;
-    for doc in muster_role_documents() {
-        apply(&admin, &doc).await;
+    for doc in muster_role_documents().iter().chain(&webhook_role_documents()) {
+        apply(&admin, doc).await;
     }
     let muster = control_plane.client_for_user(MUSTER_USER).await;
     wait_until_muster_can_list_nodes(&muster).await;
     wait_until_muster_can_read_its_lease(&muster).await;
+    let webhook_secrets = Api::<Secret>::namespaced(muster.clone(), MUSTER_NAMESPACE);
+    wait_until("the webhook RoleBinding reaches the authorizer", DEFAULT_TIMEOUT, || async {
+        webhook_secrets.get_opt(WEBHOOK_SECRET).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
 
     // The world muster watches, made by the admin.
     let ns = "work";
@@ -1044,6 +1124,41 @@ async fn the_shipped_roles_allow_every_call_muster_makes_and_refuse_the_rest() {
     allowed("release its lease", leases.patch(LEASE_NAME, &PatchParams::default(), &release).await);
     allowed("read its lease", leases.get(LEASE_NAME).await);
     allowed("delete its lease", leases.delete(LEASE_NAME, &DeleteParams::default()).await);
+
+    // The admission webhook's certificate: its Secret read (absent at first), made, renewed; the shipped
+    // configuration read and its caBundle patched (a strategic merge by webhook name, as muster does).
+    assert!(allowed("get its webhook Secret", webhook_secrets.get_opt(WEBHOOK_SECRET).await).is_none());
+    let tls_secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": WEBHOOK_SECRET, "namespace": MUSTER_NAMESPACE}, "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": "", "tls.key": "", "ca.crt": ""},
+    }))
+    .expect("a Secret");
+    let made = allowed("create its webhook Secret", webhook_secrets.create(&PostParams::default(), &tls_secret).await);
+    allowed("renew its webhook Secret", webhook_secrets.replace(WEBHOOK_SECRET, &PostParams::default(), &made).await);
+    let configuration = deploy_documents()
+        .into_iter()
+        .find(|d| kind_of(d) == "MutatingWebhookConfiguration")
+        .expect("deploy/ ships the webhook's configuration");
+    apply(&admin, &configuration).await;
+    let configurations = Api::<MutatingWebhookConfiguration>::all(muster.clone());
+    let read = allowed("get its webhook configuration", configurations.get(WEBHOOK_CONFIGURATION).await);
+    let names: Vec<String> = read.webhooks.iter().flatten().map(|w| w.name.clone()).collect();
+    let bundle = Patch::Strategic(json!({"webhooks": names.iter().map(|name| json!({
+        "name": name, "clientConfig": {"caBundle": "Y2E="},
+    })).collect::<Vec<_>>()}));
+    allowed(
+        "patch its webhook configuration's caBundle",
+        configurations.patch(WEBHOOK_CONFIGURATION, &PatchParams::default(), &bundle).await,
+    );
+    forbidden("list secrets in its namespace", webhook_secrets.list(&ListParams::default()).await);
+    forbidden("read another secret in its namespace", webhook_secrets.get(SERVER_TLS_SECRET).await);
+    forbidden("delete its webhook Secret", webhook_secrets.delete(WEBHOOK_SECRET, &DeleteParams::default()).await);
+    forbidden("list webhook configurations", configurations.list(&ListParams::default()).await);
+    forbidden("read another webhook configuration", configurations.get("someone-elses").await);
+    forbidden(
+        "delete its webhook configuration",
+        configurations.delete(WEBHOOK_CONFIGURATION, &DeleteParams::default()).await,
+    );
 
     // /state (stateAccess: kubernetes): who a caller's bearer token belongs to, then whether that identity may list
     // PodGroups in the namespace asked for.

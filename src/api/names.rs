@@ -75,3 +75,11 @@ pub const EVENT_ACTION_ADMISSION: &str = "Admission";
 pub const EVENT_ACTION_EVICT: &str = "Evict";
 pub const EVENT_ACTION_SKIP: &str = "Skip";
 pub const EVENT_ACTIONS: [&str; 3] = [EVENT_ACTION_ADMISSION, EVENT_ACTION_EVICT, EVENT_ACTION_SKIP];
+
+/// The scheduling gate muster's mutating admission webhook puts on every new pod of muster's scheduler name, so
+/// kube-scheduler leaves the pod alone until its gang is admitted (muster then removes the gate).
+pub const ADMISSION_GATE: &str = "muster.dev/admission";
+
+/// Karpenter's pod annotation that keeps voluntary disruption (consolidation, drift, expiry) off the pod's node.
+/// muster sets it to `"true"` on the members of running gangs whose loss would leave the gang below its minimum.
+pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";

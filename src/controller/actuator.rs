@@ -34,6 +34,21 @@ pub enum Action {
         namespace: String,
         name: String,
     },
+    /// Remove muster's scheduling gate from a pod its gang's admission directed (or one kube-scheduler and an
+    /// autoscaler should see), only if it is still the pod with this UID. Removing the gate is also what makes
+    /// kube-scheduler try the pod at once.
+    Ungate {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
+    /// Set Karpenter's `karpenter.sh/do-not-disrupt: "true"` on a running member whose loss would leave its gang
+    /// below its minimum, only if it is still the pod with this UID.
+    ProtectFromDisruption {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
     /// Evict a pod (reclaim) through the Eviction API, only if it is still the pod with this UID.
     Evict {
         namespace: String,
@@ -89,6 +104,8 @@ impl Action {
         match self {
             Action::Touch { namespace, name } => format!("touch/{namespace}/{name}"),
             Action::Evict { uid, .. } => format!("evict/{uid}"),
+            Action::Ungate { uid, .. } => format!("ungate/{uid}"),
+            Action::ProtectFromDisruption { uid, .. } => format!("protect/{uid}"),
             Action::Event { .. } | Action::ReportProblem { .. } => format!("event/{seq}"),
             Action::CreatePodGroup(pg) => format!(
                 "create-podgroup/{}/{}",
@@ -107,6 +124,8 @@ impl Action {
         match self {
             Action::Touch { .. } => "touch",
             Action::Evict { .. } => "evict",
+            Action::Ungate { .. } => "ungate",
+            Action::ProtectFromDisruption { .. } => "annotate",
             Action::Event { .. } | Action::ReportProblem { .. } => "event",
             Action::CreatePodGroup(_) | Action::CreateQueue(_) => "create",
             Action::PodGroupStatus { .. } | Action::QueueStatus { .. } => "status",
@@ -135,6 +154,8 @@ pub enum Outcome {
         beneficiary: GangKey,
         message: String,
     },
+    /// What the capacity-request reconciler saw: whether CapacityBuffer is served, and what the autoscaler says.
+    CapacityBuffers(super::capacity::BufferReport),
     /// A write failed for good (a permanent refusal): the task forgets it was made, so it is computed again.
     Abandoned {
         key: String,
@@ -371,7 +392,21 @@ fn report_done(action: &Action, outcomes: &mpsc::UnboundedSender<Outcome>) {
     }
 }
 
-/// The HTTP status of an API error, if the API server answered.
+/// Patches a pod; done when it is gone or no longer the pod with the patch's UID (409).
+async fn pod_patch(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    patch: Patch<&serde_json::Value>,
+    what: &str,
+) -> Verdict {
+    match Api::<Pod>::namespaced(client.clone(), namespace).patch(name, &PatchParams::default(), &patch).await {
+        Ok(_) => Verdict::Done,
+        Err(e) if errors::is_not_found(&e) || errors::is_conflict(&e) => Verdict::Done,
+        Err(e) => classify(e, what),
+    }
+}
+
 /// Sorts an error: worth retrying (no answer, 429, 5xx) or final (any other 4xx).
 fn classify(e: kube::Error, what: &str) -> Verdict {
     if errors::is_transient(&e) {
@@ -395,6 +430,21 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 Err(e) if errors::is_not_found(&e) => Verdict::Done, // gone meanwhile
                 Err(e) => classify(e, "touching the pod"),
             }
+        }
+        Action::Ungate { namespace, name, uid } => {
+            // A strategic merge patch deletes the gate by its name and keeps anyone else's gates; the UID in the
+            // patch is a precondition (a pod re-created under the same name answers 409, and is not touched).
+            let patch = serde_json::json!({
+                "metadata": {"uid": uid},
+                "spec": {"schedulingGates": [{"$patch": "delete", "name": names::ADMISSION_GATE}]},
+            });
+            pod_patch(client, namespace, name, Patch::Strategic(&patch), "removing the scheduling gate").await
+        }
+        Action::ProtectFromDisruption { namespace, name, uid } => {
+            let patch = serde_json::json!({
+                "metadata": {"uid": uid, "annotations": {names::DO_NOT_DISRUPT: "true"}},
+            });
+            pod_patch(client, namespace, name, Patch::Merge(&patch), "annotating the pod do-not-disrupt").await
         }
         Action::Evict { namespace, name, uid, note, .. } => {
             if job.attempt == 0 {

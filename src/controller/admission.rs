@@ -16,15 +16,17 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
 use super::actuator::{Action, Outcome, Record};
+use super::capacity::{self, BufferReport, Desired, DesiredBuffer};
 use super::status;
 use super::watch::{KINDS, WatchEvent};
 use crate::api::{PodGroup, Queue, volcano};
-use crate::core::{CycleOutcome, GangId, GangPhase, Millis, NodeSet, PodId, Policy};
+use crate::core::{CycleOutcome, GangId, GangPhase, Millis, NodeSet, PodId, PodRole, Policy, WaitsFor};
 use crate::index::{ClusterWrite, GangKey, Index, ObjectRef, PodEntry};
 use crate::metrics::Metrics;
 use crate::plan::{Feedback, GangState, Plans, PodPlan, QueueState, ReservationState, StateSnapshot};
@@ -48,6 +50,10 @@ pub struct AdmissionConfig {
     pub policy: Policy,
     pub cycle_interval: Duration,
     pub status_interval: Duration,
+    /// Publish CapacityBuffers for gangs that wait for capacity (when the API server serves the kind).
+    pub capacity_requests: bool,
+    /// Annotate `karpenter.sh/do-not-disrupt` on running members whose loss would break their gang.
+    pub protect_gangs: bool,
 }
 
 /// How stale `/state` and the gauges may get at most while things change.
@@ -110,6 +116,15 @@ pub struct AdmissionTask {
     snapshot_cost: Duration,
     /// The gauges mirroring the model and the cost counters, refreshed at every snapshot.
     gauges: super::gauges::ModelGauges,
+    /// The capacity requests wanted, for the reconciler ([`super::capacity`]); `None` when they are off.
+    buffers: Option<tokio::sync::watch::Sender<Arc<Desired>>>,
+    /// What the reconciler last reported (whether CapacityBuffer is served, what the autoscaler says).
+    buffer_report: BufferReport,
+    /// Per gang waiting for capacity, what it misses and what was requested (for its PodGroup's status).
+    capacity_notes: HashMap<GangKey, String>,
+    /// Pods whose gate removal or do-not-disrupt annotation was asked for (by UID), so it is asked once.
+    ungating: HashSet<String>,
+    protecting: HashSet<String>,
 }
 
 fn now_ms() -> Millis {
@@ -128,6 +143,7 @@ impl AdmissionTask {
         plans: Arc<Plans>,
         metrics: Arc<Metrics>,
         actions: mpsc::UnboundedSender<Action>,
+        buffers: Option<tokio::sync::watch::Sender<Arc<Desired>>>,
     ) -> AdmissionTask {
         let long_ago = Instant::now() - Duration::from_secs(3600);
         AdmissionTask {
@@ -156,6 +172,11 @@ impl AdmissionTask {
             changed_since_snapshot: true,
             publish_due: false,
             snapshot_cost: Duration::ZERO,
+            buffers,
+            buffer_report: BufferReport::default(),
+            capacity_notes: HashMap::new(),
+            ungating: HashSet::new(),
+            protecting: HashSet::new(),
         }
     }
 
@@ -218,7 +239,7 @@ impl AdmissionTask {
         // kube-scheduler may hold these pods back after an earlier muster refused them (or did not answer):
         // nudge each one when it is first directed, rather than leave it to kube-scheduler's backoff.
         for (uid, entry) in self.index.managed_pods() {
-            if entry.node.is_none() {
+            if entry.node.is_none() && !entry.gated {
                 self.plans.note_refused(uid);
             }
         }
@@ -239,6 +260,8 @@ impl AdmissionTask {
         }
         if self.last_status.elapsed() >= self.config.status_interval {
             self.nudge_refused_directed();
+            self.request_capacity();
+            self.protect_running_gangs();
             self.write_statuses();
             self.plans.prune_refused(REFUSAL_MEMORY);
             let now = now_ms();
@@ -352,6 +375,8 @@ impl AdmissionTask {
             self.plans.remove_pod(uid);
         }
         self.evicting.remove(uid);
+        self.ungating.remove(uid);
+        self.protecting.remove(uid);
     }
 
     fn on_feedback(&mut self, feedback: Feedback) {
@@ -410,6 +435,10 @@ impl AdmissionTask {
                     self.publish_due = true; // its members may go now
                 }
                 self.written_groups.insert((namespace, name), status);
+            }
+            Outcome::CapacityBuffers(report) => {
+                self.buffer_report = report;
+                self.changed_since_snapshot = true;
             }
             Outcome::QueueStatusWritten { name, status } => {
                 self.written_queues.insert(name, status);
@@ -642,7 +671,11 @@ impl AdmissionTask {
         let timeout = self.config.policy.reservation_timeout;
         for key in releases {
             let GangKey::PodGroup { namespace, name } = &key else { continue };
-            let Some(status) = status::podgroup_status(&self.index, &key, &self.refusals, timeout) else { continue };
+            let Some(status) =
+                status::podgroup_status(&self.index, &key, &self.refusals, &self.capacity_notes, timeout)
+            else {
+                continue;
+            };
             self.releasing.insert(key.clone());
             let volcano = self.index.podgroup_is_volcano(namespace, name);
             self.act(Action::PodGroupStatus {
@@ -655,7 +688,11 @@ impl AdmissionTask {
         }
         for (key, at) in writes {
             let GangKey::PodGroup { namespace, name } = &key else { continue };
-            let Some(status) = status::podgroup_status(&self.index, &key, &self.refusals, timeout) else { continue };
+            let Some(status) =
+                status::podgroup_status(&self.index, &key, &self.refusals, &self.capacity_notes, timeout)
+            else {
+                continue;
+            };
             self.recording.insert(key.clone(), at);
             let volcano = self.index.podgroup_is_volcano(namespace, name);
             self.act(Action::PodGroupStatus {
@@ -754,7 +791,11 @@ impl AdmissionTask {
             let directed = matches!(plan, PodPlan::Directed(_));
             self.plans.set_pod(&uid, plan.clone());
             self.published.insert(uid.clone(), plan);
-            if directed && self.plans.take_refused(&uid) {
+            let gated = self.index.pod(&uid).is_some_and(|e| e.gated);
+            if directed && gated {
+                // Its gang is admitted and its admission recorded: kube-scheduler may see it now.
+                self.ungate(uid, namespace, name);
+            } else if directed && self.plans.take_refused(&uid) {
                 debug!(%namespace, %name, "directed a pod kube-scheduler was turned away for; nudging it");
                 self.act(Action::Touch { namespace, name });
             }
@@ -854,10 +895,158 @@ impl AdmissionTask {
     // ----- status -----
 
     /// Writes PodGroup and Queue status that changed, and an Event when a gang's waiting reason changed.
+    /// Asks for the removal of muster's gate from a pod (once).
+    fn ungate(&mut self, uid: String, namespace: String, name: String) {
+        if self.ungating.insert(uid.clone()) {
+            self.act(Action::Ungate { namespace, name, uid });
+        }
+    }
+
+    /// For every gang that waits for capacity: what it misses (its PodGroup's status says it), published as
+    /// CapacityBuffers when the gang's PodGroup declares its member templates and the API server serves the kind;
+    /// otherwise its pods that exist are ungated, so kube-scheduler marks them unschedulable and an autoscaler
+    /// sees them (a gang of one, a PodGroup whose shapes come from its pods, or no CapacityBuffer API).
+    fn request_capacity(&mut self) {
+        let mut desired = Desired::new();
+        let mut notes = HashMap::new();
+        let mut ungate = Vec::new();
+        let buffers_served = self.buffers.is_some() && self.buffer_report.available;
+        let waiting: Vec<(GangKey, GangId)> = self
+            .index
+            .gangs()
+            .filter_map(|e| Some((e.key.clone(), e.id?)))
+            .filter(|(_, g)| {
+                self.index.core.gang(*g).is_some_and(|gang| {
+                    let short = match gang.phase {
+                        GangPhase::Pending => true,
+                        // An admitted gang that lost members and could not be repaired.
+                        GangPhase::Admitted => gang.missing_total() > 0,
+                        _ => false,
+                    };
+                    short && gang.reason.as_ref().is_some_and(|r| r.waits_for() == WaitsFor::Capacity)
+                })
+            })
+            .collect();
+        for (key, g) in waiting {
+            let short = self.index.core.shortfall(g);
+            let Some(gang) = self.index.core.gang(g) else { continue };
+            let missing: Vec<String> = short
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(t, n)| {
+                    let template = &gang.spec.templates[t];
+                    format!(
+                        "{n} x {:?} ({} each)",
+                        template.name,
+                        self.index.core.resources.describe(&template.request)
+                    )
+                })
+                .collect();
+            if missing.is_empty() {
+                continue; // every member fits now: the next cycle admits it
+            }
+            let mut note = format!("missing on the nodes that exist: {}", missing.join(", "));
+            let podgroup = self.index.gang(&key).and_then(|e| e.podgroup.clone());
+            let templated = podgroup.as_ref().filter(|pg| !pg.spec.member_templates.is_empty());
+            match (templated, buffers_served, &key) {
+                (Some(pg), true, GangKey::PodGroup { namespace, name }) => {
+                    let owner = OwnerReference {
+                        api_version: "scheduling.muster.dev/v1alpha1".into(),
+                        kind: "PodGroup".into(),
+                        name: name.clone(),
+                        uid: pg.metadata.uid.clone().unwrap_or_default(),
+                        ..OwnerReference::default()
+                    };
+                    let labels = pg.metadata.labels.clone().unwrap_or_default();
+                    let mut names = Vec::new();
+                    for (t, n) in short.iter().enumerate().filter(|(_, n)| **n > 0) {
+                        let template_name = &gang.spec.templates[t].name;
+                        let Some(template) = pg.spec.member_templates.iter().find(|m| &m.name == template_name) else {
+                            continue;
+                        };
+                        let buffer = capacity::buffer_name(name, template_name);
+                        names.push(buffer.clone());
+                        desired.insert(
+                            (namespace.clone(), buffer.clone()),
+                            DesiredBuffer {
+                                namespace: namespace.clone(),
+                                name: buffer,
+                                gang: key.clone(),
+                                template: template_name.clone(),
+                                replicas: (*n).min(i32::MAX as u32) as i32,
+                                owner: owner.clone(),
+                                pod_template: capacity::member_pod_template(name, template, &labels),
+                            },
+                        );
+                    }
+                    note.push_str(&format!("; requested from the autoscaler as CapacityBuffer {}", names.join(", ")));
+                    if let Some(said) = self.buffer_report.said.get(&key) {
+                        note.push_str(&format!("; the autoscaler says: {said}"));
+                    }
+                }
+                _ => {
+                    if self.config.capacity_requests {
+                        note.push_str("; its pods are ungated so that an autoscaler sees them");
+                        ungate.extend(gang.pods.iter().filter_map(|p| self.index.uid_of(*p)));
+                    }
+                }
+            }
+            notes.insert(key, note);
+        }
+        for uid in ungate {
+            if let Some(entry) = self.index.pod(&uid).filter(|e| e.gated && e.node.is_none()) {
+                let (namespace, name) = (entry.namespace.clone(), entry.name.clone());
+                self.ungate(uid, namespace, name);
+            }
+        }
+        self.capacity_notes = notes;
+        if let Some(tx) = &self.buffers {
+            let desired = Arc::new(desired);
+            tx.send_if_modified(|current| {
+                if **current == *desired {
+                    false
+                } else {
+                    *current = desired;
+                    true
+                }
+            });
+        }
+    }
+
+    /// Marks `karpenter.sh/do-not-disrupt` on every bound minimum member whose loss would leave its gang below
+    /// its minimum (no bound elastic member of its template could take its place), so that an autoscaler's
+    /// voluntary disruption (consolidation, drift) does not break a running gang. A spot interruption still can:
+    /// the admission cycle then re-reserves the lost members first.
+    fn protect_running_gangs(&mut self) {
+        if !self.config.protect_gangs {
+            return;
+        }
+        let core = &self.index.core;
+        let mut protect = Vec::new();
+        for (uid, entry) in self.index.managed_pods() {
+            if entry.node.is_none() || entry.disruption_annotated || self.protecting.contains(uid) {
+                continue;
+            }
+            let Some(pod) = entry.id.and_then(|id| core.pod(id)) else { continue };
+            let Some((g, t)) = pod.spec.member else { continue };
+            if pod.role != PodRole::Min || pod.terminating {
+                continue;
+            }
+            if core.gang(g).is_some_and(|gang| gang.bound_elastic[t as usize] == 0) {
+                protect.push((uid.clone(), entry.namespace.clone(), entry.name.clone()));
+            }
+        }
+        for (uid, namespace, name) in protect {
+            self.protecting.insert(uid.clone());
+            self.act(Action::ProtectFromDisruption { namespace, name, uid });
+        }
+    }
+
     fn write_statuses(&mut self) {
         self.last_status = Instant::now();
         let timeout = self.config.policy.reservation_timeout;
-        let groups = status::podgroup_statuses(&self.index, &self.refusals, timeout);
+        let groups = status::podgroup_statuses(&self.index, &self.refusals, &self.capacity_notes, timeout);
         let queues = status::queue_statuses(&self.index);
         let mut reasons = BTreeMap::new();
         let mut events = Vec::new();

@@ -5,6 +5,7 @@
 //!   of admitted gangs and publishes plans for the extender ([`crate::plan`]), and asks for
 //! - [`actuator`]: every write to the cluster (evictions with UID preconditions, status, Events, PodGroup and
 //!   Queue creation, nudges), retried with backoff until it succeeds or its reason is gone.
+//! - [`capacity`]: the capacity requests (CapacityBuffers) of gangs that wait for nodes, for an autoscaler.
 //! - [`leader`]: leader election on a Lease, so that of several replicas only one acts.
 //!
 //! [`run`] supervises them: if any task ends or panics, it returns an error and the process exits (and is
@@ -12,6 +13,7 @@
 
 pub mod actuator;
 pub mod admission;
+pub mod capacity;
 mod gauges;
 pub mod leader;
 pub mod status;
@@ -87,7 +89,19 @@ pub async fn run(
     let mut tasks: tokio::task::JoinSet<&'static str> = tokio::task::JoinSet::new();
     watch::spawn_all(&mut tasks, &client, &input_tx, &plans, &metrics);
     drop(input_tx);
-    let task = admission::AdmissionTask::new(index, admission, plans.clone(), metrics.clone(), action_tx);
+    // The capacity requests' reconciler, fed the desired buffers by the admission task.
+    let buffers = if admission.capacity_requests {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(capacity::Desired::new()));
+        let (client, outcomes) = (client.clone(), outcome_tx.clone());
+        tasks.spawn(async move {
+            capacity::run(client, rx, outcomes).await;
+            "capacity requests"
+        });
+        Some(tx)
+    } else {
+        None
+    };
+    let task = admission::AdmissionTask::new(index, admission, plans.clone(), metrics.clone(), action_tx, buffers);
     // The admission task gets a thread of its own: a long cycle (tens of milliseconds at 10,000 nodes) must
     // never hold up a worker of the runtime that answers kube-scheduler.
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::{
     ConditionStatus, ObservedQueueState, PodGroupCondition, PodGroupPhase, PodGroupStatus, QueueStatus, Reservation,
 };
-use crate::core::{GangPhase, Millis, PodRole, Resources};
+use crate::core::{GangPhase, Millis, PodRole, Resources, WaitsFor};
 use crate::index::{GangKey, Index};
 
 fn quantities(index: &Index, r: &Resources) -> BTreeMap<String, Quantity> {
@@ -54,23 +54,26 @@ pub fn waiting_reason(
 pub fn podgroup_statuses(
     index: &Index,
     notes: &HashMap<GangKey, String>,
+    capacity: &HashMap<GangKey, String>,
     reservation_timeout: Millis,
 ) -> Vec<((String, String), serde_json::Value)> {
     index
         .gangs()
         .filter_map(|entry| {
             let GangKey::PodGroup { namespace, name } = &entry.key else { return None };
-            let status = podgroup_status(index, &entry.key, notes, reservation_timeout)?;
+            let status = podgroup_status(index, &entry.key, notes, capacity, reservation_timeout)?;
             Some(((namespace.clone(), name.clone()), status))
         })
         .collect()
 }
 
-/// Status of one PodGroup (`None` for a gang of one or a PodGroup not seen yet).
+/// Status of one PodGroup (`None` for a gang of one or a PodGroup not seen yet). `capacity` says, per gang that
+/// waits for capacity, what it misses and what was requested from the autoscaler.
 pub fn podgroup_status(
     index: &Index,
     key: &GangKey,
     notes: &HashMap<GangKey, String>,
+    capacity: &HashMap<GangKey, String>,
     reservation_timeout: Millis,
 ) -> Option<serde_json::Value> {
     let entry = index.gang(key)?;
@@ -139,9 +142,33 @@ pub fn podgroup_status(
                 )),
                 GangPhase::Finished => {}
             }
+            // What the gang waits for, as an autoscaler (and its owner) needs to know: more nodes, or its
+            // queue's share. An admitted gang that lost members and cannot be repaired waits for capacity too.
+            let waits = matches!(gang.phase, GangPhase::Pending)
+                || (gang.phase == GangPhase::Admitted && gang.missing_total() > 0);
+            if let (true, Some(reason)) = (waits, gang.reason.as_ref()) {
+                match reason.waits_for() {
+                    WaitsFor::Capacity => {
+                        let message = capacity.get(key).cloned().unwrap_or_else(|| reason.message());
+                        status.conditions.push(typed_condition(WAITING_FOR_CAPACITY, reason.code(), &message));
+                    }
+                    WaitsFor::Quota => {
+                        status.conditions.push(typed_condition(WAITING_FOR_QUOTA, reason.code(), &reason.message()))
+                    }
+                    WaitsFor::Members => {}
+                }
+            }
         }
     }
     Some(serde_json::to_value(&status).expect("status serialises"))
+}
+
+/// Condition types that say what a waiting gang waits for.
+pub const WAITING_FOR_CAPACITY: &str = "WaitingForCapacity";
+pub const WAITING_FOR_QUOTA: &str = "WaitingForQuota";
+
+fn typed_condition(type_: &str, reason: &str, message: &str) -> PodGroupCondition {
+    PodGroupCondition { type_: type_.into(), ..condition(ConditionStatus::True, reason, message) }
 }
 
 fn condition(status: ConditionStatus, reason: &str, message: &str) -> PodGroupCondition {

@@ -1,6 +1,7 @@
 //! The admission cycle: which waiting gangs get capacity, in fair order, all or nothing.
 //!
-//! Order: admitted gangs that lost a slot (node removed) are repaired first. Then, repeatedly, the queue with the
+//! Order: admitted gangs that lost a slot or a member (node removed) are repaired first; one that cannot be
+//! repaired stops its queue while its replacements may still come. Then, repeatedly, the queue with the
 //! lowest share (dominant `allocated / deserved`) offers its next gang (priority, then age, then name). A gang is
 //! admitted when its queue is Open, the admission stays within the queue's capability, leaves every other queue's
 //! unused guarantee untouched, keeps a non-reclaimable queue within its deserved share, and every missing minimum
@@ -87,15 +88,28 @@ impl Cluster {
         // Capacity held for waiting heads (`Gang::hold`, mirrored in `Node::held`) stays held across cycles.
         self.compute_deserved(&mut out.warnings);
 
-        // Repairs first: admitted gangs that lost slots already have members bound.
+        // Repairs first: admitted gangs that lost members or slots (their node went away: a spot interruption,
+        // consolidation) already have members running. One that cannot be repaired now stops its queue for as
+        // long as its replacements may still come (`reservation_timeout`): nothing behind it is admitted, so the
+        // capacity that frees or is added goes to it first.
+        let mut stopped: HashMap<QueueId, GangId> = HashMap::new();
         let repairs: Vec<GangId> = self
             .gangs()
             .filter(|(_, g)| g.phase == GangPhase::Admitted && g.missing_total() > 0)
             .map(|(id, _)| id)
             .collect();
         for g in repairs {
-            if self.try_pack_and_reserve(g, now, policy).is_ok() {
-                out.admitted.push(g);
+            match self.try_pack_and_reserve(g, now, policy) {
+                Ok(()) => out.admitted.push(g),
+                Err(Failure::Fresh(reason) | Failure::Unchanged(reason)) => {
+                    let gang = self.gang_mut(g);
+                    let since = *gang.waiting_since.get_or_insert(now);
+                    gang.reason = Some(reason);
+                    if now.saturating_sub(since) < policy.reservation_timeout {
+                        let queue = gang.spec.queue;
+                        stopped.entry(queue).or_insert(g);
+                    }
+                }
             }
         }
 
@@ -109,7 +123,6 @@ impl Cluster {
             Resources::ZERO
         };
         let mut head_failed: HashMap<QueueId, GangId> = HashMap::new();
-        let mut stopped: HashMap<QueueId, GangId> = HashMap::new();
 
         while let Some(q) = self.next_queue(&lines, &stopped) {
             let g = lines.get_mut(&q).expect("queue has a line").remove(0);

@@ -17,7 +17,7 @@ pub mod testkit;
 pub use admission::{CycleOutcome, Eviction, Reclaimed};
 pub use cluster::{
     Claim, Cluster, CoreError, Gang, GangId, GangPhase, GangSpec, Millis, Node, NodeId, NodeSpec, Pod, PodExit, PodId,
-    PodRole, PodSpec, Policy, Queue, QueueId, QueueSpec, Slot, TemplateSpec, WaitReason,
+    PodRole, PodSpec, Policy, Queue, QueueId, QueueSpec, Slot, TemplateSpec, WaitReason, WaitsFor,
 };
 pub use place::{NodeSet, Refusal};
 pub use placement::{

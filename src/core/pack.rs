@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use super::capacity::ClassId;
-use super::cluster::{Cluster, NodeId};
+use super::cluster::{Cluster, GangId, NodeId};
 use super::resources::Resources;
 
 /// Members of one template still to place.
@@ -56,14 +56,7 @@ impl Cluster {
         if let Some(failure) = self.aggregate_shortfall(demands) {
             return Err(failure);
         }
-        let mut order: Vec<&Demand> = demands.iter().filter(|d| d.count > 0).collect();
-        let total = self.total();
-        order.sort_by(|a, b| {
-            b.request
-                .dominant_share(&total)
-                .total_cmp(&a.request.dominant_share(&total))
-                .then(a.template.cmp(&b.template))
-        });
+        let order = self.packing_order(demands);
         match self.greedy(&order) {
             Ok(placed) => Ok(placed),
             Err(failure) => self.exact(&order, budget).ok_or(failure),
@@ -94,22 +87,71 @@ impl Cluster {
     }
 
     fn greedy(&mut self, order: &[&Demand]) -> Result<Vec<Placed>, PackFailure> {
+        let (placed, short) = self.first_fit_decreasing(order, true);
+        match short.into_iter().next() {
+            None => Ok(placed),
+            Some(failure) => Err(failure),
+        }
+    }
+
+    /// Per template of gang `g`, how many of its missing minimum members find no room in the capacity available
+    /// now, when as many as fit are placed first-fit decreasing (admission's first pass): what capacity would
+    /// have to be added for the gang to fit. All zeros when the greedy pass places every member. Nothing is
+    /// reserved.
+    pub fn shortfall(&mut self, g: GangId) -> Vec<u32> {
+        let templates = self.gang(g).map_or(0, |gang| gang.spec.templates.len());
+        let mut short = vec![0; templates];
+        let demands = self.demands(g);
+        if demands.is_empty() {
+            return short;
+        }
+        // Capacity held for the gang (a draining head) is the gang's to use.
+        let own_hold = std::mem::take(&mut self.gang_mut(g).hold);
+        self.unhold(&own_hold);
+        self.refresh_capacity();
+        let order = self.packing_order(&demands);
+        let (_, failures) = self.first_fit_decreasing(&order, false);
+        self.hold(&own_hold);
+        self.gang_mut(g).hold = own_hold;
+        for f in failures {
+            short[f.template as usize] = f.needed - f.placed;
+        }
+        short
+    }
+
+    /// Demands in the order packing places them: largest dominant share first, then by template.
+    fn packing_order<'a>(&self, demands: &'a [Demand]) -> Vec<&'a Demand> {
+        let mut order: Vec<&Demand> = demands.iter().filter(|d| d.count > 0).collect();
+        let total = self.total();
+        order.sort_by(|a, b| {
+            b.request
+                .dominant_share(&total)
+                .total_cmp(&a.request.dominant_share(&total))
+                .then(a.template.cmp(&b.template))
+        });
+        order
+    }
+
+    /// Places each demand's members onto the leftmost eligible node with room, as many per node as fit. With
+    /// `stop_at_first`, stops at the first demand that does not fit entirely; otherwise places what fits of every
+    /// demand. Returns the placements and, per demand left short, how far it got.
+    fn first_fit_decreasing(&mut self, order: &[&Demand], stop_at_first: bool) -> (Vec<Placed>, Vec<PackFailure>) {
         let mut taken: HashMap<NodeId, Resources> = HashMap::new();
         let mut placed = Vec::new();
-        let mut failure = None;
-        'demands: for d in order {
+        let mut failures = Vec::new();
+        for d in order {
             let mut remaining = d.count;
             let mut from = 0;
             while remaining > 0 {
                 let Some((pos, node)) = self.capacity().first_fit(d.class, &d.request, from) else {
-                    failure = Some(PackFailure {
+                    failures.push(PackFailure {
                         template: d.template,
                         placed: d.count - remaining,
                         needed: d.count,
                         eligible_nodes: self.capacity().class(d.class).nodes.len(),
                         aggregate_short: false,
                     });
-                    break 'demands;
+                    break;
                 };
                 let node = NodeId(node);
                 let already = taken.get(&node).copied().unwrap_or_default();
@@ -122,15 +164,15 @@ impl Cluster {
                 remaining -= k;
                 from = pos + 1;
             }
+            if stop_at_first && !failures.is_empty() {
+                break;
+            }
         }
         // The index must describe real capacity again; the caller reserves what it keeps.
         for node in taken.keys() {
             self.touch_node(*node);
         }
-        match failure {
-            None => Ok(placed),
-            Some(f) => Err(f),
-        }
+        (placed, failures)
     }
 
     /// Bounded exact search on small instances. None when no packing was found within the limits.

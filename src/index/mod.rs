@@ -143,6 +143,11 @@ pub struct PodEntry {
     pub priority: i32,
     /// Why this pod of muster's cannot be placed although it is not in a gang yet.
     pub waiting: Option<String>,
+    /// It carries muster's scheduling gate ([`api::names::ADMISSION_GATE`]): kube-scheduler ignores it until
+    /// muster removes the gate.
+    pub gated: bool,
+    /// It carries Karpenter's `karpenter.sh/do-not-disrupt` annotation (any value: a user's choice is kept).
+    pub disruption_annotated: bool,
 }
 
 /// The whole model behind `muster serve`.
@@ -731,6 +736,13 @@ impl Index {
             pod.spec.as_ref().and_then(|s| s.priority),
         );
         let terminating = pod.metadata.deletion_timestamp.is_some();
+        let gated = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|gates| gates.iter().any(|g| g.name == api::names::ADMISSION_GATE));
+        let disruption_annotated =
+            pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(api::names::DO_NOT_DISRUPT));
 
         // Membership, for muster's own pods that are not yet bound or already in a gang.
         let (member, gang_key, waiting) = if managed {
@@ -806,6 +818,8 @@ impl Index {
                 request,
                 priority,
                 waiting,
+                gated,
+                disruption_annotated,
             },
         );
     }
@@ -828,6 +842,8 @@ impl Index {
                 managed: true,
                 request: crate::core::Resources::ZERO,
                 priority: 0,
+                gated: false,
+                disruption_annotated: false,
                 waiting: Some(format!("muster cannot read this pod: {e}")),
             },
         );

@@ -48,7 +48,9 @@
 // Each test binary compiles this module and uses only part of it (and of the re-exports below).
 #![allow(dead_code, unused_imports)]
 
+pub mod autoscaling;
 pub mod controlplane;
+pub mod gates;
 pub mod muster;
 pub mod objects;
 pub mod ops_tools;

@@ -1,6 +1,6 @@
 //! The real programs the fixtures run, obtained through the repository's setup scripts, once per test process.
 //!
-//! Both scripts are no-ops once their cache is warm (see their headers), so a fresh clone on a fresh machine gets
+//! The scripts are no-ops once their cache is warm (see their headers), so a fresh clone on a fresh machine gets
 //! everything on its first test run with no manual step. When a script fails, every test that needs it fails
 //! with the script's message: a missing control plane or Spark is a broken test environment, never a skip.
 
@@ -59,6 +59,26 @@ pub fn pyspark_venv_of(version: &str) -> &'static Path {
         }
     };
     result.as_ref().unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// The directory `tests/controlplane/autoscaling.sh` fills: `karpenter-kwok` (Karpenter with its KWOK cloud
+/// provider), `kwok` (the KWOK controller), `crds/` (Karpenter's CRDs and KWOKNodeClass) and `kwok-stages/` (KWOK's
+/// Stage objects). Builds them (cold: about 11 minutes on 2 cores, plus the Go 1.27 toolchain Karpenter needs) or
+/// finds them (warm: instant). Tests calling this concurrently wait for the one build; a failed build fails them.
+pub fn autoscaling_dir() -> &'static Path {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = run_setup_script("tests/controlplane/autoscaling.sh")?;
+        let needed = ["karpenter-kwok", "kwok", "crds/karpenter.sh_nodepools.yaml", "kwok-stages/pod-ready.yaml"];
+        match needed.into_iter().find(|file| !dir.join(file).is_file()) {
+            Some(file) => {
+                Err(format!("tests/controlplane/autoscaling.sh printed {}, which holds no {file}", dir.display()))
+            }
+            None => Ok(dir),
+        }
+    })
+    .as_deref()
+    .unwrap_or_else(|message| panic!("{message}"))
 }
 
 /// Runs a setup script of this repository and returns the directory it prints as its only stdout line. Its

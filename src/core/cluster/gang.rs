@@ -95,7 +95,35 @@ pub enum WaitReason {
     },
 }
 
+/// What a waiting gang waits for, as an autoscaler needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitsFor {
+    /// Its queue's share, capability or turn: more nodes would not admit it.
+    Quota,
+    /// Nodes: its queue would admit it, but the nodes that exist cannot hold its members.
+    Capacity,
+    /// Its own members (terminating ones to go).
+    Members,
+}
+
 impl WaitReason {
+    /// Whether adding nodes would help (capacity) or not (quota, members).
+    pub fn waits_for(&self) -> WaitsFor {
+        match self {
+            WaitReason::Insufficient { .. }
+            | WaitReason::Fragmented { .. }
+            | WaitReason::NeverFits { .. }
+            | WaitReason::Draining { .. } => WaitsFor::Capacity,
+            WaitReason::QueueClosed
+            | WaitReason::QueueCapability { .. }
+            | WaitReason::GuaranteeOfOtherQueues { .. }
+            | WaitReason::OverDeserved { .. }
+            | WaitReason::Reclaiming { .. }
+            | WaitReason::BehindHead { .. } => WaitsFor::Quota,
+            WaitReason::MembersTerminating => WaitsFor::Members,
+        }
+    }
+
     /// Short machine-readable reason (PodGroup condition reason, metrics label).
     pub fn code(&self) -> &'static str {
         match self {

@@ -28,7 +28,7 @@ use super::placement::Placement;
 use super::resources::{ResourceNames, Resources};
 
 pub(crate) use gang::StaticVerdict;
-pub use gang::{Gang, GangPhase, GangSpec, Slot, TemplateSpec, WaitReason};
+pub use gang::{Gang, GangPhase, GangSpec, Slot, TemplateSpec, WaitReason, WaitsFor};
 pub use ids::{Arena, GangId, Millis, NodeId, PodId, QueueId};
 pub use node::{Node, NodeSpec};
 pub use pod::{Claim, Pod, PodExit, PodRole, PodSpec};

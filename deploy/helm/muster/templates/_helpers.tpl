@@ -142,3 +142,15 @@ Refuses combinations that cannot work, with the reason. Included by every templa
 {{- fail (printf "logFormat must be json, text or empty, not %q" $v.logFormat) }}
 {{- end }}
 {{- end }}
+
+{{/* The admission webhook: the Service the API server calls, its DNS name (the certificate's), and the Secret
+muster keeps that certificate in. The MutatingWebhookConfiguration is named like the release's objects. */}}
+{{- define "muster.webhookService" -}}
+{{- include "muster.fullname" . }}-webhook
+{{- end }}
+{{- define "muster.webhookHost" -}}
+{{- include "muster.webhookService" . }}.{{ .Release.Namespace }}.svc
+{{- end }}
+{{- define "muster.webhookSecret" -}}
+{{- include "muster.fullname" . }}-webhook-tls
+{{- end }}
