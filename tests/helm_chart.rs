@@ -691,6 +691,8 @@ fn defaults_render_the_ha_setup_with_cert_manager() {
             "serve",
             "--config",
             "/etc/muster/muster.yaml",
+            "--capacity-requests=true",
+            "--protect-gangs=true",
             "--webhook-listen",
             "0.0.0.0:9443",
             "--webhook-secret",
@@ -700,7 +702,7 @@ fn defaults_render_the_ha_setup_with_cert_manager() {
             "--webhook-hosts",
             "muster-webhook.muster-system.svc",
         ],
-        "no optional flag by default but the webhook's"
+        "no optional flag by default but the autoscaling switches and the webhook's"
     );
     assert_eq!(container(&docs, "muster")["image"], "ghcr.io/muster-dev/muster:0.1.0");
     assert_eq!(container(&docs, "kube-scheduler")["image"], "registry.k8s.io/kube-scheduler:v1.35.4");
@@ -924,6 +926,7 @@ fn queues_monitoring_cost_labels_and_json_logs() {
         muster::cli::Command::Serve(serve) => {
             assert_eq!(serve.log_format, muster::serve::LogFormat::Json);
             assert_eq!(serve.cost_labels, ["team", "cost-center"]);
+            assert!(serve.capacity_requests && serve.protect_gangs, "the autoscaling switches are on by default");
         }
         other => panic!("not serve: {other:?}"),
     }

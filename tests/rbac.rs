@@ -619,10 +619,12 @@ fn the_deployment_is_two_hardened_replicas_with_the_configs_from_config() {
     assert_eq!(muster.image.as_deref(), Some("ghcr.io/muster-dev/muster:0.1.0"));
     let command: Vec<String> = muster.command.iter().chain(muster.args.iter()).flatten().cloned().collect();
     assert_eq!(command[..4], ["muster", "serve", "--config", "/etc/muster/muster.yaml"]);
+    // Capacity requests for autoscalers and do-not-disrupt on running gangs, which the ClusterRole allows.
+    assert_eq!(command[4..6], ["--capacity-requests=true", "--protect-gangs=true"]);
     // The admission webhook, on every replica, with the certificate muster makes into the Secret the webhook Role
     // names, for the Service the configuration calls.
     assert_eq!(
-        command[4..],
+        command[6..],
         [
             "--webhook-listen",
             "0.0.0.0:9443",

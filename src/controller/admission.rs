@@ -509,6 +509,11 @@ impl AdmissionTask {
         self.last_cycle = Instant::now();
         self.metrics.cycles.inc();
         self.act_on(&out, now);
+        if !out.admitted.is_empty() && self.buffers.is_some() {
+            // Withdraw the admitted gangs' capacity requests at once, not at the next status write: an autoscaler
+            // must not provision for a gang that no longer needs it.
+            self.request_capacity();
+        }
         self.requeue_expired();
         self.direct_pending_members(now);
         self.record_admissions();

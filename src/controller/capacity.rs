@@ -39,8 +39,9 @@ pub const GANG_LABEL: &str = "muster.dev/capacity-for";
 const SPEC_DIGEST: &str = "muster.dev/spec-digest";
 /// How often the reconciler re-lists even when nothing changed (repairs a buffer someone edited or deleted).
 const RESYNC: Duration = Duration::from_secs(15);
-/// How often it checks again for the CapacityBuffer API when the API server did not serve it.
-const API_CHECK: Duration = Duration::from_secs(60);
+/// How often it checks again for the CapacityBuffer API when the API server did not serve it (an autoscaler
+/// installed after muster is noticed this long after at most; the check is one list call of at most one object).
+const API_CHECK: Duration = Duration::from_secs(10);
 /// Field manager of muster's server-side applies.
 const FIELD_MANAGER: &str = "muster";
 /// The container image of a buffer's pod template. Never run: an autoscaler only reads the template's shape.

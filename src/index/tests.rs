@@ -463,3 +463,32 @@ fn a_restart_restores_from_the_placement_what_no_member_bound_since() {
     assert!(gang.unreleased.is_empty(), "everything recorded is accounted for: {:?}", gang.unreleased);
     i.core.check_invariants().unwrap();
 }
+
+#[test]
+fn the_index_knows_which_pods_carry_musters_gate_and_the_do_not_disrupt_annotation() {
+    let mut i = index();
+    i.apply_node(node("n1", "4", "16Gi"));
+    let mut gated = pod("gated", "u-gated", "1", json!({}), json!({}));
+    gated.spec.as_mut().unwrap().scheduling_gates = Some(vec![
+        k8s_openapi::api::core::v1::PodSchedulingGate { name: "example.com/other".into() },
+        k8s_openapi::api::core::v1::PodSchedulingGate { name: names::ADMISSION_GATE.into() },
+    ]);
+    i.apply_pod(Arc::new(gated));
+    let mut other_gate = pod("other", "u-other", "1", json!({}), json!({}));
+    other_gate.spec.as_mut().unwrap().scheduling_gates =
+        Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate { name: "example.com/other".into() }]);
+    i.apply_pod(Arc::new(other_gate));
+    i.apply_pod(Arc::new(pod("marked", "u-marked", "1", json!({}), json!({names::DO_NOT_DISRUPT: "false"}))));
+
+    assert!(i.pod("u-gated").unwrap().gated);
+    assert!(!i.pod("u-other").unwrap().gated, "only muster's own gate counts");
+    assert!(!i.pod("u-marked").unwrap().gated);
+    assert!(i.pod("u-marked").unwrap().disruption_annotated, "any value of the annotation is the user's choice");
+    assert!(!i.pod("u-gated").unwrap().disruption_annotated);
+
+    // The gate removed (a new resourceVersion): the index sees it gone.
+    let mut ungated = pod("gated", "u-gated", "1", json!({}), json!({}));
+    ungated.metadata.resource_version = Some("2".into());
+    i.apply_pod(Arc::new(ungated));
+    assert!(!i.pod("u-gated").unwrap().gated);
+}
