@@ -17,6 +17,8 @@
 
 mod support;
 
+use support::gates::gates;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,10 +40,6 @@ const SECRET: &str = "webhook-tls";
 const CONFIGURATION: &str = "muster-test";
 /// The namespace whose pods the configuration sends to muster.
 const NAMESPACE: &str = "work";
-
-fn gates(pod: &Pod) -> Vec<String> {
-    pod.spec.iter().flat_map(|s| s.scheduling_gates.iter().flatten()).map(|g| g.name.clone()).collect()
-}
 
 fn configuration(port: u16) -> MutatingWebhookConfiguration {
     serde_json::from_value(json!({
