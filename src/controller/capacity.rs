@@ -9,7 +9,7 @@
 //! template, owned by the PodGroup, with `replicas` = the members missing. A buffer shrinks as capacity arrives
 //! and goes when the gang is admitted or waits for anything else (quota: more nodes would not help).
 //!
-//! The reconciler is level-based: every change of the desired set, and every [`RESYNC`], it lists the buffers and
+//! The reconciler is level-based: every change of the desired set, and every 15 s, it lists the buffers and
 //! templates muster manages (by label), applies what differs (server-side apply) and deletes the rest. What the
 //! autoscaler reports in a buffer's conditions goes back to the admission task, which shows it in the PodGroup's
 //! status. When the API server does not serve `CapacityBuffer` (no autoscaler that implements it), the reconciler
