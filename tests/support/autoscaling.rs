@@ -56,6 +56,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::controlplane::ControlPlane;
+use super::muster::install_crd_files;
 use super::process::{ManagedProcess, print_log_tails, stop_all};
 use super::tools::autoscaling_dir;
 use super::wait::wait_until;
@@ -785,39 +786,7 @@ async fn install_crds_in(client: &Client, dir: &Path) {
         .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
         .collect();
     files.sort();
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    let mut names = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
-        for document in serde_norway::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(document)
-                .unwrap_or_else(|e| panic!("{} is not YAML: {e}", file.display()));
-            if value.is_null() {
-                continue;
-            }
-            let crd: CustomResourceDefinition = serde_json::from_value(value)
-                .unwrap_or_else(|e| panic!("{} holds a document that is not a CRD: {e}", file.display()));
-            let name = crd.name_any();
-            api.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("cannot create CRD {name}: {e}"));
-            names.push(name);
-        }
-    }
-    assert!(!names.is_empty(), "{} holds no CRD", dir.display());
-    for name in &names {
-        wait_until(&format!("CRD {name} is Established"), CRD_TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                let crd = api.get(name).await.map_err(|e| e.to_string())?;
-                let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-                if conditions.iter().any(|c| c.type_ == "Established" && c.status == "True") {
-                    Ok(())
-                } else {
-                    Err(format!("conditions {conditions:?}"))
-                }
-            }
-        })
-        .await;
-    }
+    install_crd_files(client, &files).await;
 }
 
 async fn create_dynamic(client: &Client, resource: &ApiResource, namespace: Option<&str>, object: Value) {

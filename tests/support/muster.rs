@@ -1069,18 +1069,29 @@ pub async fn install_crds(client: &Client) {
 /// Creates every CRD in the YAML file at `relative_path` (from the repository root) and waits until each is
 /// Established.
 pub async fn install_crds_from(client: &Client, relative_path: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative_path);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    install_crd_files(client, &[Path::new(env!("CARGO_MANIFEST_DIR")).join(relative_path)]).await;
+}
+
+/// Creates every CRD in the YAML `files` (empty documents skipped) and waits until each is Established.
+pub async fn install_crd_files(client: &Client, files: &[std::path::PathBuf]) {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let mut names = Vec::new();
-    for document in serde_norway::Deserializer::from_str(&text) {
-        let crd = CustomResourceDefinition::deserialize(document)
-            .unwrap_or_else(|e| panic!("{} holds a document that is not a CRD: {e}", path.display()));
-        let name = crd.name_any();
-        api.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("cannot create CRD {name}: {e}"));
-        names.push(name);
+    for path in files {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+            if value.is_null() {
+                continue;
+            }
+            let crd: CustomResourceDefinition = serde_json::from_value(value)
+                .unwrap_or_else(|e| panic!("{} holds a document that is not a CRD: {e}", path.display()));
+            let name = crd.name_any();
+            api.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("cannot create CRD {name}: {e}"));
+            names.push(name);
+        }
     }
-    assert!(!names.is_empty(), "{} holds no CRD", path.display());
+    assert!(!names.is_empty(), "{files:?} hold no CRD");
     for name in &names {
         wait_until(&format!("CRD {name} is Established"), CRD_TIMEOUT, || {
             let api = api.clone();
