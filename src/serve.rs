@@ -524,7 +524,7 @@ async fn start_listeners(
     servers.spawn(listen::serve(
         "extender",
         extender_listener,
-        tls,
+        tls.map(|tls| tls as Arc<dyn listen::TlsSource>),
         http::extender_router(extender.clone(), &config.url_prefix, request_limits),
         extender_limits,
         metrics.clone(),

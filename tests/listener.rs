@@ -2,20 +2,22 @@
 //! 127.0.0.1:0, spoken to over raw TCP (HTTP/1.1 written by hand, so a request can stop half-way) or rustls.
 //!
 //! mutual TLS (who is refused at the handshake, and counted), certificate rotation while a request is in
-//! flight, files broken mid-rotation, and the bounds: body size by Content-Length and while reading, concurrency,
-//! the request deadline, the header deadline, the connection cap and the node-list limit. No timing is asserted
-//! beyond "eventually", within generous deadlines.
+//! flight, files broken mid-rotation, a certificate that arrives after the listener starts (as the webhook's
+//! does), and the bounds: body size by Content-Length and while reading, concurrency, the request deadline, the
+//! header deadline, the connection cap and the node-list limit. No timing is asserted beyond "eventually",
+//! within generous deadlines.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use muster::extender::listen::{self, ConnectionLimits};
+use muster::extender::listen::{self, ConnectionLimits, TlsSource};
 use muster::extender::server::{Extender, RequestLimits, extender_router};
 use muster::extender::tls::{Pki, TlsError, TlsFiles, TlsReloader, Validity};
 use muster::metrics::Metrics;
 use muster::plan::{Feedback, Health, Plans};
+use rustls::server::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
@@ -52,7 +54,7 @@ fn connection_limits() -> ConnectionLimits {
 
 /// Serves the extender router (leader, synced, no nodes known: a 2 MiB body limit, 1,000 node names) on a port
 /// of 127.0.0.1, with TLS when given.
-async fn serve(tls: Option<Arc<TlsReloader>>, requests: RequestLimits, connections: ConnectionLimits) -> Server {
+async fn serve(tls: Option<Arc<dyn TlsSource>>, requests: RequestLimits, connections: ConnectionLimits) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("its address");
     let metrics = Arc::new(Metrics::new());
@@ -338,6 +340,44 @@ async fn only_clients_with_a_current_certificate_of_the_client_ca_complete_the_h
     server.stop().await;
 }
 
+/// A certificate that comes later, as the webhook's does (from a Secret, once the API server answers).
+#[derive(Default)]
+struct LaterCertificate(RwLock<Option<Arc<ServerConfig>>>);
+
+impl TlsSource for LaterCertificate {
+    fn current(&self) -> Option<Arc<ServerConfig>> {
+        self.0.read().expect("not poisoned").clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_certificate_yet_connections_close_uncounted_and_are_served_once_it_comes() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let pki = pki();
+    pki.write_to(dir.path()).expect("writing the PKI");
+    let later = Arc::new(LaterCertificate::default());
+    let server = serve(Some(later.clone() as Arc<dyn TlsSource>), request_limits(), connection_limits()).await;
+    let trusted = client(&[&pki.ca_cert_pem], Some((&pki.client_cert_pem, &pki.client_key_pem)));
+
+    // No certificate: the connection is closed at once, before any TLS byte is answered.
+    let error = connect_tls(server.addr, &trusted).await.expect_err("no handshake without a certificate");
+    assert!(!untrusted_client(&error.to_string()), "{error}");
+    server.metric_reaches("muster_http_connections", &[("listener", "extender")], 0.0).await;
+    assert_eq!(
+        server.metric("muster_tls_handshake_failures_total", &[("listener", "extender")]),
+        0.0,
+        "a connection closed for want of a certificate is not a failed handshake"
+    );
+
+    // The certificate arrives: the next connection is served with it.
+    let loaded = TlsReloader::load(TlsFiles::in_dir(dir.path())).expect("the files load");
+    *later.0.write().expect("not poisoned") = Some(loaded.current());
+    let mut stream = connect_tls(server.addr, &trusted).await.expect("the handshake succeeds");
+    filter_passes_all(&exchange(&mut stream, &post("/muster/filter", &foreign_filter(&["n"]))).await, &["n"]);
+    drop(stream);
+    server.stop().await;
+}
+
 // ----- rotation -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +386,7 @@ async fn a_rotation_keeps_requests_in_flight_and_new_connections_use_the_new_fil
     let old = pki();
     old.write_to(dir.path()).expect("writing the PKI");
     let tls = Arc::new(TlsReloader::load(TlsFiles::in_dir(dir.path())).expect("the files load"));
-    let server = serve(Some(tls.clone()), request_limits(), connection_limits()).await;
+    let server = serve(Some(tls.clone() as Arc<dyn TlsSource>), request_limits(), connection_limits()).await;
 
     // A keep-alive connection of the old PKI: one request answered, the next one half uploaded.
     let old_client = client(&[&old.ca_cert_pem], Some((&old.client_cert_pem, &old.client_key_pem)));
@@ -403,7 +443,7 @@ async fn broken_files_keep_the_previous_configuration() {
     let pki = pki();
     pki.write_to(dir.path()).expect("writing the PKI");
     let tls = Arc::new(TlsReloader::load(TlsFiles::in_dir(dir.path())).expect("the files load"));
-    let server = serve(Some(tls.clone()), request_limits(), connection_limits()).await;
+    let server = serve(Some(tls.clone() as Arc<dyn TlsSource>), request_limits(), connection_limits()).await;
     let trusted = client(&[&pki.ca_cert_pem], Some((&pki.client_cert_pem, &pki.client_key_pem)));
 
     // A new certificate written, its key not yet (garbage in its place: not PEM, then PEM of no key).

@@ -2,6 +2,10 @@
 //! deadline, then serve HTTP/1.1 with a deadline on each request's headers. What happens inside a request (body
 //! size, concurrency, the request deadline) is the router's layers' business ([`super::server`]).
 //!
+//! Every listener of `muster serve` runs this loop: the extender's (mutual TLS, certificate from files), the
+//! admission webhook's (server TLS, certificate from a Secret it manages) and the plain health and metrics
+//! listeners. Where a listener's certificate comes from is its [`TlsSource`].
+//!
 //! Why each bound: a connection that never completes its handshake or never sends a request line would otherwise
 //! hold a task, a socket and buffers for ever (slowloris); past the cap, a new connection is closed at once so
 //! the process never runs out of descriptors or memory, and kube-scheduler reconnects.
@@ -12,13 +16,29 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use prometheus::IntCounter;
+use rustls::server::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::tls::TlsReloader;
 use crate::metrics::Metrics;
+
+/// Where a TLS listener gets the configuration each new connection handshakes with. Asked once per connection,
+/// so a renewed certificate applies to new connections while open ones keep theirs.
+pub trait TlsSource: Send + Sync + 'static {
+    /// The configuration to handshake with; `None` while there is no certificate yet, which closes the connection
+    /// at once (the client sees a refused handshake and retries or applies its failure policy).
+    fn current(&self) -> Option<Arc<ServerConfig>>;
+}
+
+impl TlsSource for TlsReloader {
+    fn current(&self) -> Option<Arc<ServerConfig>> {
+        Some(TlsReloader::current(self))
+    }
+}
 
 /// Connection-level bounds of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +62,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
-    tls: Option<Arc<TlsReloader>>,
+    tls: Option<Arc<dyn TlsSource>>,
     app: Router,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
@@ -82,17 +102,8 @@ pub async fn serve(
             match tls {
                 None => serve_http(TokioIo::new(stream), app, limits, stop).await,
                 Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), app, limits, stop).await,
-                        Ok(Err(e)) => {
-                            handshake_failures.inc();
-                            debug!(listener = name, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            handshake_failures.inc();
-                            debug!(listener = name, "TLS handshake timed out");
-                        }
+                    if let Some(stream) = handshake(name, tls.as_ref(), stream, limits, &handshake_failures).await {
+                        serve_http(TokioIo::new(stream), app, limits, stop).await;
                     }
                 }
             }
@@ -104,6 +115,35 @@ pub async fn serve(
     if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await.is_err() {
         warn!(listener = name, left = connections.len(), "connections still open after the drain timeout; closing");
         connections.abort_all();
+    }
+}
+
+/// The TLS handshake of one connection, within the handshake deadline; `None` (counted unless there was no
+/// certificate to offer) when it does not complete.
+async fn handshake(
+    name: &'static str,
+    tls: &dyn TlsSource,
+    stream: TcpStream,
+    limits: ConnectionLimits,
+    failures: &IntCounter,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let Some(config) = tls.current() else {
+        debug!(listener = name, "connection closed: no certificate yet");
+        return None;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            failures.inc();
+            debug!(listener = name, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            failures.inc();
+            debug!(listener = name, "TLS handshake timed out");
+            None
+        }
     }
 }
 

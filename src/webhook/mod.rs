@@ -11,11 +11,10 @@
 //! [`ADMISSION_GATE`]: crate::api::names::ADMISSION_GATE
 
 pub mod cert;
-pub mod listen;
 pub mod review;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,13 +22,13 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rustls::server::ServerConfig;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use self::cert::{CaBundle, CertManager, CertSettings, ServingCert};
-use self::listen::TlsSlot;
-use crate::extender::listen::ConnectionLimits;
+use crate::extender::listen::{self, ConnectionLimits, TlsSource};
 use crate::metrics::Metrics;
 
 /// The path the MutatingWebhookConfiguration calls.
@@ -104,6 +103,26 @@ impl WebhookArgs {
     }
 }
 
+/// The listener's name in the connection metrics.
+const LISTENER: &str = "webhook";
+
+/// The TLS configuration new webhook connections handshake with: none until the first certificate is had, then
+/// replaced in place when the Secret's certificate changes.
+#[derive(Default)]
+struct TlsSlot(RwLock<Option<Arc<ServerConfig>>>);
+
+impl TlsSlot {
+    fn set(&self, config: Arc<ServerConfig>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(config);
+    }
+}
+
+impl TlsSource for TlsSlot {
+    fn current(&self) -> Option<Arc<ServerConfig>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Connection bounds of the webhook listener: the API server keeps a few connections per replica.
 const LIMITS: ConnectionLimits = ConnectionLimits {
     max_connections: 1_024,
@@ -142,7 +161,7 @@ pub async fn start(
     let tls = Arc::new(TlsSlot::default());
     let app = router(Arc::new(Mutator { scheduler_name: scheduler_name.to_owned(), metrics: metrics.clone() }));
     let manager = CertManager::new(client.clone(), settings);
-    let server = listen::serve(listener, tls.clone(), app, LIMITS, metrics.clone(), stop.clone());
+    let server = listen::serve(LISTENER, listener, Some(tls.clone()), app, LIMITS, metrics.clone(), stop.clone());
     tasks.spawn(async move {
         tokio::join!(server, keep_certificate(manager, tls, stop));
     });
