@@ -12,6 +12,8 @@
 //!    a capacity request for them) before a newer gang of the same queue is admitted.
 //! e. With the webhook registered but down (failurePolicy Ignore), pods arrive ungated and the extender still
 //!    keeps the gang whole.
+//! f. A gang whose executors are larger than any node the pool can make: muster still asks (that is the
+//!    autoscaler's call), and the PodGroup's status relays the autoscaler's answer; no node is made.
 
 mod support;
 
@@ -558,4 +560,48 @@ async fn with_the_webhook_down_pods_arrive_ungated_and_the_extender_keeps_the_ga
     control_plane.create_node(&TestNode::new("n2", "2", "8Gi")).await;
     let placed = support::wait_all_bound_within(&client, namespace, &names, support::E2E_TIMEOUT).await;
     assert_eq!(placed.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gang_larger_than_any_node_the_pool_makes_is_reported_as_the_autoscaler_says() {
+    let env = Elastic::start("elastic-f", true, Some(AutoscalingOptions::default())).await;
+    let karpenter = env.karpenter();
+    env.control_plane.create_node(&driver_node("od-0", "2")).await;
+    // The largest spot node Karpenter can make has 8 cpu (7.9 allocatable); each executor asks for 12.
+    karpenter.create_nodepool("spot", "spot", &[], 64, "20s").await;
+    env.create_queue(&queue("team", 1)).await;
+    let group = pod_group(
+        "huge",
+        "team",
+        vec![template("driver", 1, "1", "1Gi", DRIVER_POOL), template("executor", 2, "12", "8Gi", spot())],
+    );
+    env.create_pod_group(&group).await;
+    env.create_pod(&member("huge-driver", "huge", "driver", "1", "1Gi", DRIVER_POOL)).await;
+
+    // muster asks (whether a node can be made is the autoscaler's call), and relays the autoscaler's answer.
+    let message = wait_until("the PodGroup relays the autoscaler's refusal", PROVISION_TIMEOUT, || async {
+        let pg = env.pod_group("huge").await;
+        let conditions = pg.status.map(|s| s.conditions).unwrap_or_default();
+        match conditions.iter().find(|c| c.type_ == "WaitingForCapacity") {
+            Some(c) if c.message.as_deref().unwrap_or("").contains("the autoscaler says: ") => {
+                let message = c.message.clone().unwrap_or_default();
+                if message.contains("Provisioning=False") && message.contains("2 failed") {
+                    Ok(message)
+                } else {
+                    Err(message)
+                }
+            }
+            other => Err(format!("WaitingForCapacity: {other:?}")),
+        }
+    })
+    .await;
+    println!("WaitingForCapacity: {message}");
+    assert!(message.contains("2 x \"executor\" (cpu=12"), "{message}");
+    let buffers = env.buffers().await;
+    assert_eq!(buffers.iter().map(|b| (b.name_any(), replicas(b))).collect::<Vec<_>>(), [("huge-executor".into(), 2)]);
+
+    // Nothing is bought for it, and the driver keeps its gate: it would only wait on a node of its own.
+    tokio::time::sleep(QUIET_HOLD).await;
+    assert!(karpenter.nodeclaims().await.is_empty(), "Karpenter provisioned:\n{}", karpenter.timeline());
+    assert_eq!(gates(&env.pod("huge-driver").await), vec![ADMISSION_GATE.to_owned()]);
 }
