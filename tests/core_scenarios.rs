@@ -116,6 +116,37 @@ fn a_head_that_can_never_fit_blocks_nobody() {
 }
 
 #[test]
+fn a_gang_that_can_never_fit_claims_no_share_of_the_cluster() {
+    // One 8-CPU node. Queue "dreamer" holds only a gang of 16 CPU; queue "worker" may not borrow (not
+    // reclaimable), so it is held to its deserved share. Counting the impossible gang's demand would split the
+    // node 4:4 and leave half of it idle for ever.
+    let mut c = Cluster::new();
+    c.add_node(node("n", 8000, 32 * GI)).unwrap();
+    let dreamer = c.upsert_queue(QueueSpec::new("dreamer", 1));
+    let mut worker = QueueSpec::new("worker", 1);
+    worker.reclaimable = false;
+    let worker = c.upsert_queue(worker);
+    let huge = c.add_gang(gang("huge", dreamer, 0, vec![template("w", 16_000, GI, 1, 1)])).unwrap();
+    for i in 0..8 {
+        c.add_gang(gang(&format!("w{i}"), worker, i + 1, vec![template("w", 1000, GI, 1, 1)])).unwrap();
+    }
+    // The first cycle finds out that `huge` can never fit; from the next one its demand no longer counts.
+    c.run_cycle(0, &policy());
+    let out = c.run_cycle(1, &policy());
+    let deserved = |c: &Cluster, q| c.queue(q).unwrap().deserved.get(0);
+    assert_eq!((deserved(&c, dreamer), deserved(&c, worker)), (0, 8000));
+    assert_eq!(c.queue(worker).unwrap().allocated.get(0), 8000, "the whole node goes to the queue that can use it");
+    let reason = &out.waiting.iter().find(|(id, _)| *id == huge).expect("huge still waits").1;
+    assert!(matches!(reason, WaitReason::NeverFits { .. }), "{reason:?}");
+    // A node that can hold it arrives: its demand counts again, and it is admitted there.
+    c.add_node(node("big", 16_000, 64 * GI)).unwrap();
+    c.run_cycle(2, &policy());
+    assert!(deserved(&c, dreamer) > 0, "a gang that fits now claims its share");
+    assert_eq!(c.gang(huge).unwrap().phase, GangPhase::Admitted);
+    c.check_invariants().unwrap();
+}
+
+#[test]
 fn a_large_head_is_not_starved_by_a_stream_of_small_gangs() {
     let mut c = Cluster::new();
     c.add_node(node("n", 8000, 64 * GI)).unwrap();

@@ -541,6 +541,14 @@ impl Cluster {
             if !pending_phase && g.unbound == 0 {
                 continue; // asks for nothing more
             }
+            // A gang found unable to fit even on the empty nodes claims no share: its demand could never be
+            // allocated, and counting it would hold capacity idle for ever in queues that may not borrow. The
+            // verdict is the one packing already made (last cycle's); new or changed nodes void it.
+            if pending_phase
+                && g.static_verdict.as_ref().is_some_and(|v| v.epoch == self.static_epoch && v.never_fits.is_some())
+            {
+                continue;
+            }
             let mut want = if pending_phase { g.missing_request() } else { Resources::ZERO };
             if g.unbound > 0 {
                 // Elastic members asking for room (pending, not directed to a slot) are demand too.
