@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, EvictParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::events::{EventRecorder, Occurrence};
 use crate::api::{PodGroup, Queue, errors, names, volcano};
 use crate::core::Millis;
 use crate::index::convert::spark::{POD_TEMPLATE_KEY, SPARK_PROPERTIES_KEY, SparkConfFiles, SparkConfSources};
@@ -229,7 +229,7 @@ pub async fn run(
     mut actions: mpsc::UnboundedReceiver<Action>,
     outcomes: mpsc::UnboundedSender<Outcome>,
 ) {
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "muster".into(), instance: None });
+    let recorder = Arc::new(EventRecorder::new(client.clone(), "muster"));
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut due: BTreeSet<(Instant, u64, String)> = BTreeSet::new();
     // Keys being written, and a newer action for the same key that arrived meanwhile.
@@ -416,7 +416,7 @@ fn classify(e: kube::Error, what: &str) -> Verdict {
     }
 }
 
-async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_timeout: Duration) -> Verdict {
+async fn perform(client: &Client, recorder: &EventRecorder, job: &Pending, eviction_timeout: Duration) -> Verdict {
     match &job.action {
         Action::Touch { namespace, name } => {
             let patch = serde_json::json!({"metadata": {"annotations": {
@@ -449,12 +449,11 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
         Action::Evict { namespace, name, uid, note, .. } => {
             if job.attempt == 0 {
                 info!(%namespace, %name, %note, "evicting to reclaim capacity");
-                let event = KubeEvent {
-                    type_: EventType::Normal,
+                let event = Occurrence {
+                    warning: false,
                     reason: "Reclaimed".into(),
-                    note: Some(note.chars().take(1000).collect()),
-                    action: crate::api::names::EVENT_ACTION_EVICT.into(),
-                    secondary: None,
+                    note: note.clone(),
+                    action: names::EVENT_ACTION_EVICT.into(),
                 };
                 let reference = ObjectReference {
                     api_version: Some("v1".into()),
@@ -495,12 +494,11 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
             }
         }
         Action::Event { object, warning, reason, note } => {
-            let event = KubeEvent {
-                type_: if *warning { EventType::Warning } else { EventType::Normal },
+            let event = Occurrence {
+                warning: *warning,
                 reason: reason.clone(),
-                note: Some(note.chars().take(1000).collect()),
-                action: crate::api::names::EVENT_ACTION_ADMISSION.into(),
-                secondary: None,
+                note: note.clone(),
+                action: names::EVENT_ACTION_ADMISSION.into(),
             };
             publish_event(recorder, &event, object, job).await
         }
@@ -509,12 +507,11 @@ async fn perform(client: &Client, recorder: &Recorder, job: &Pending, eviction_t
                 warn!(kind = object.kind, namespace = ?object.namespace, name = %object.name, %reason, %message,
                     "skipped a malformed object");
             }
-            let event = KubeEvent {
-                type_: EventType::Warning,
+            let event = Occurrence {
+                warning: true,
                 reason: (*reason).into(),
-                note: Some(message.chars().take(1000).collect()),
-                action: crate::api::names::EVENT_ACTION_SKIP.into(),
-                secondary: None,
+                note: message.clone(),
+                action: names::EVENT_ACTION_SKIP.into(),
             };
             publish_event(recorder, &event, object, job).await
         }
@@ -658,7 +655,7 @@ async fn spark_application_executor(
     }
 }
 
-async fn publish_event(recorder: &Recorder, event: &KubeEvent, object: &ObjectRef, job: &Pending) -> Verdict {
+async fn publish_event(recorder: &EventRecorder, event: &Occurrence, object: &ObjectRef, job: &Pending) -> Verdict {
     match recorder.publish(event, &object_reference(object)).await {
         Ok(()) => Verdict::Done,
         Err(e) if errors::is_not_found(&e) => Verdict::Done,

@@ -14,6 +14,7 @@
 pub mod actuator;
 pub mod admission;
 pub mod capacity;
+pub mod events;
 mod gauges;
 pub mod leader;
 pub mod status;
