@@ -1008,6 +1008,7 @@ async fn a_filter_for_a_pod_muster_has_not_seen_changes_nothing() {
         matches!(spark_group, Ok(None)),
         "muster created a PodGroup for a Spark driver that never existed: {spark_group:?}"
     );
+    history.caught_up().await;
     for member in &bound_members {
         let bindings = history.bindings_of(member);
         assert_eq!(bindings.len(), 1, "{member} must stay where it was bound: {bindings:?}");

@@ -115,6 +115,7 @@ async fn a_gang_that_does_not_fit_binds_nothing_until_a_blocking_pod_goes() {
     assert_eq!(distinct.len(), 3, "one 3-cpu member per 4-cpu node: {nodes:?}");
     assert_no_node_overcommitted(&env.client(), &HashMap::new()).await;
     // Each member was bound once and never moved.
+    history.caught_up().await;
     for member in &members {
         assert_eq!(history.bindings_of(member).len(), 1, "{member}: {:?}", history.bindings_of(member));
     }
@@ -287,6 +288,7 @@ async fn gangs_submitted_together_are_never_left_partially_bound() {
         }
     })
     .await;
+    history.caught_up().await;
     let transitions_at_quiescence = history.transitions().len();
     tokio::time::sleep(HOLD).await;
     let transitions = history.transitions();

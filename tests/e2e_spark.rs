@@ -162,6 +162,7 @@ async fn a_spark_application_starts_with_its_minimum_executors_and_grows_only_on
     assert_eq!(bound.len(), 3, "2 minimum executors + 1 extra on the only free cpu: {bound:?}");
     assert!(bound.iter().all(|(_, node)| node.starts_with("spot-")), "{bound:?}");
     let names: Vec<String> = executors.iter().map(|p| p.name_any()).collect();
+    history.caught_up().await;
     let executor_bindings = history.of(|t| names.contains(&t.pod) && t.node.is_some());
     assert_eq!(executor_bindings.len(), 3, "each bound executor bound once, none other: {executor_bindings:?}");
 

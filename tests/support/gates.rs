@@ -10,6 +10,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 
 use super::controlplane::ControlPlane;
+use super::muster::muster_pod;
 use super::wait::{DEFAULT_TIMEOUT, wait_until};
 
 /// muster's scheduling gate.
@@ -66,7 +67,9 @@ pub async fn register_webhook(control_plane: &ControlPlane, port: u16) -> Vec<St
     .collect()
 }
 
-/// Waits until muster has patched its CA into the webhook configuration (so the API server calls it).
+/// Waits until the API server calls muster's webhook with its certificate trusted: muster has patched its CA into
+/// the configuration, and the API server (which learns it through its configuration cache, a moment later) gates
+/// a dry-run pod of muster's scheduler. Until then, failurePolicy Ignore lets pods through ungated.
 pub async fn wait_for_webhook(client: &Client) {
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
     wait_until("muster patches its CA into the webhook configuration", DEFAULT_TIMEOUT, || {
@@ -79,6 +82,17 @@ pub async fn wait_for_webhook(client: &Client) {
                 .iter()
                 .all(|w| w.client_config.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty()));
             if patched { Ok(()) } else { Err("no caBundle yet".into()) }
+        }
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    wait_until("the API server gates a pod through muster's webhook", DEFAULT_TIMEOUT, || {
+        let (pods, dry_run) = (pods.clone(), dry_run.clone());
+        async move {
+            let pod =
+                pods.create(&dry_run, &muster_pod("webhook-probe", "100m", "64Mi")).await.map_err(|e| e.to_string())?;
+            if gates(&pod).is_empty() { Err("a dry-run pod came back ungated".into()) } else { Ok(()) }
         }
     })
     .await;

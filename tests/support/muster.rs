@@ -35,7 +35,7 @@ use tempfile::TempDir;
 use super::controlplane::ControlPlane;
 use super::objects::{bound_node, test_pod};
 use super::process::{ManagedProcess, log_file_tail, print_log_tails, stop_all};
-use super::wait::{describe_pod, wait_until};
+use super::wait::{DEFAULT_TIMEOUT, describe_pod, wait_until};
 
 /// The scheduler name (and kube-scheduler profile) muster serves in every test.
 pub const MUSTER_SCHEDULER: &str = "muster";
@@ -1573,6 +1573,7 @@ pub struct Transition {
 /// rather than at the end only. Stops watching on drop.
 pub struct PodHistory {
     start: Instant,
+    pods: Api<Pod>,
     transitions: Arc<Mutex<Vec<Transition>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -1583,6 +1584,7 @@ impl PodHistory {
         let start = Instant::now();
         let transitions = Arc::new(Mutex::new(Vec::new()));
         let api = Api::<Pod>::namespaced(client.clone(), namespace);
+        let pods = api.clone();
         let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
         let task = {
             let transitions = transitions.clone();
@@ -1633,7 +1635,7 @@ impl PodHistory {
             .await
             .expect("the pod watch did not list within 30 s")
             .expect("the pod watch task ended before listing");
-        PodHistory { start, transitions, task }
+        PodHistory { start, pods, transitions, task }
     }
 
     /// Time since the history started (the clock of [`Transition::at`]).
@@ -1654,6 +1656,26 @@ impl PodHistory {
     /// Transitions that bound `pod` to a node.
     pub fn bindings_of(&self, pod: &str) -> Vec<Transition> {
         self.of(|t| t.pod == pod && t.node.is_some())
+    }
+
+    /// Waits until the history has seen what a list of the pods shows now: every pod bound where it is bound.
+    /// The watch runs behind the API server's answers to the test's own reads; call this before asserting on
+    /// the history what those reads established.
+    pub async fn caught_up(&self) {
+        wait_until("the pod history catches up with the API server", DEFAULT_TIMEOUT, || async {
+            let listed = self.pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let seen = self.transitions();
+            for pod in &listed.items {
+                let Some(node) = bound_node(pod) else { continue };
+                let name = pod.name_any();
+                let last = seen.iter().rev().find(|t| t.pod == name).and_then(|t| t.node.as_deref());
+                if last != Some(node) {
+                    return Err(format!("{name} is bound to {node}; the history has {last:?}"));
+                }
+            }
+            Ok(())
+        })
+        .await;
     }
 }
 
