@@ -1,9 +1,9 @@
 //! muster's Event recorder (`events.k8s.io/v1`).
 //!
 //! An Event repeated within [`SERIES_WINDOW`] (same object, type, reason, action *and note*) advances the series
-//! of the first one (`series.count`, `series.lastObservedTime`) instead of creating another. client-go's and
-//! kube-rs's recorders leave the note out of that comparison: a repeat with a new note only bumps the count and
-//! keeps the first note. muster records a gang's wait once per change of its reason or of its message, so a new
+//! of the first one (`series.count`, `series.lastObservedTime`) instead of creating another. kube-rs's recorder
+//! leaves the note out of that comparison: a repeat with a new note only bumps the count and keeps the first
+//! note. muster records a gang's wait once per change of its reason or of its message, so a new
 //! message must be readable as the newest Event (`kubectl events`, `muster explain`), not hidden behind the first.
 
 use std::collections::HashMap;
@@ -19,8 +19,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::api::errors;
 
-/// How long after its last occurrence an Event is still advanced rather than recorded anew (client-go's and
-/// kube-rs's window).
+/// How long after its last occurrence an Event is still advanced rather than recorded anew (kube-rs's window).
 pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 
 /// One Event to record.
