@@ -130,10 +130,11 @@ fn a_gang_that_can_never_fit_claims_no_share_of_the_cluster() {
     for i in 0..8 {
         c.add_gang(gang(&format!("w{i}"), worker, i + 1, vec![template("w", 1000, GI, 1, 1)])).unwrap();
     }
-    // The first cycle finds out that `huge` can never fit; from the next one its demand no longer counts.
+    // The first cycle finds out that `huge` can never fit, and the shares it leaves behind no longer count it.
     c.run_cycle(0, &policy());
-    let out = c.run_cycle(1, &policy());
     let deserved = |c: &Cluster, q| c.queue(q).unwrap().deserved.get(0);
+    assert_eq!((deserved(&c, dreamer), deserved(&c, worker)), (0, 8000));
+    let out = c.run_cycle(1, &policy());
     assert_eq!((deserved(&c, dreamer), deserved(&c, worker)), (0, 8000));
     assert_eq!(c.queue(worker).unwrap().allocated.get(0), 8000, "the whole node goes to the queue that can use it");
     let reason = &out.waiting.iter().find(|(id, _)| *id == huge).expect("huge still waits").1;

@@ -219,6 +219,17 @@ impl Cluster {
             }
         }
         self.dirty = false;
+        if std::mem::take(&mut self.shares_stale) {
+            if out.evictions.is_empty() && out.reclaimed.is_empty() {
+                // So that what is published (Queue status) leaves out the gangs found never to fit; the
+                // warnings were given by the first computation.
+                self.compute_deserved(&mut Vec::new());
+            } else {
+                // Evictions were chosen against the shares of this cycle, which stay what is published with
+                // them; the next cycle computes them without the gang.
+                self.dirty = true;
+            }
+        }
         #[cfg(debug_assertions)]
         {
             if let Err(violation) = self.check_accounting() {
@@ -467,6 +478,8 @@ impl Cluster {
             |c| c.pack(&demands, budget),
         );
         let never_fits = plan.err().map(|f| WaitReason::NeverFits { detail: self.describe_failure(g, &f).into() });
+        // Its demand no longer counts in its queue's share (`compute_deserved`); the shares are redone this cycle.
+        self.shares_stale |= never_fits.is_some() && self.gang(g).is_some_and(|gang| gang.phase == GangPhase::Pending);
         debug_assert_eq!(self.static_epoch, epoch, "what-if packing changes no static capacity");
         self.gang_mut(g).static_verdict =
             Some(StaticVerdict { epoch, demands, budget, never_fits: never_fits.clone() });
@@ -543,7 +556,8 @@ impl Cluster {
             }
             // A gang found unable to fit even on the empty nodes claims no share: its demand could never be
             // allocated, and counting it would hold capacity idle for ever in queues that may not borrow. The
-            // verdict is the one packing already made (last cycle's); new or changed nodes void it.
+            // verdict is the one packing already made (in this cycle or an earlier one: a cycle that finds one
+            // computes the shares again); new or changed nodes void it.
             if pending_phase
                 && g.static_verdict.as_ref().is_some_and(|v| v.epoch == self.static_epoch && v.never_fits.is_some())
             {

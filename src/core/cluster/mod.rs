@@ -98,6 +98,9 @@ pub struct Cluster {
     /// added, removed or relabelled, foreign usage, unreleased capacity): never-fits verdicts are cached until
     /// then.
     pub(crate) static_epoch: u64,
+    /// Set when a cycle finds a pending gang that can never fit: the deserved shares it computed counted that
+    /// gang's demand, and are recomputed without it before the cycle ends.
+    pub(crate) shares_stale: bool,
 }
 
 struct Nodes<'a>(&'a Arena<Node>);
