@@ -77,6 +77,20 @@ impl Elastic {
         Elastic { autoscaling, muster, control_plane, namespace: namespace.to_owned() }
     }
 
+    /// Gated, with Karpenter: a 2-cpu on-demand node for drivers, an empty spot NodePool, queue `team`, and a
+    /// Spark-shaped PodGroup `gang` of that queue (a driver of 1 cpu / 1Gi, `executors` executors of
+    /// `cpu` / `memory` on spot).
+    async fn with_spark_gang(namespace: &str, gang: &str, executors: i32, cpu: &str, memory: &str) -> Elastic {
+        let env = Elastic::start(namespace, true, Some(AutoscalingOptions::default())).await;
+        env.control_plane.create_node(&driver_node("od-0", "2")).await;
+        env.karpenter().create_nodepool("spot", "spot", &[], 64, "20s").await;
+        env.create_queue(&queue("team", 1)).await;
+        let templates =
+            vec![template("driver", 1, "1", "1Gi", DRIVER_POOL), template("executor", executors, cpu, memory, spot())];
+        env.create_pod_group(&pod_group(gang, "team", templates)).await;
+        env
+    }
+
     fn client(&self) -> Client {
         self.control_plane.client()
     }
@@ -172,17 +186,8 @@ fn scheduled_at(pod: &Pod) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn karpenter_provisions_the_whole_gang_muster_asks_for_and_consolidates_after_it_finishes() {
-    let env = Elastic::start("elastic-a", true, Some(AutoscalingOptions::default())).await;
+    let env = Elastic::with_spark_gang("elastic-a", "etl", 8, "1", "2Gi").await;
     let karpenter = env.karpenter();
-    env.control_plane.create_node(&driver_node("od-0", "2")).await;
-    karpenter.create_nodepool("spot", "spot", &[], 64, "20s").await;
-    env.create_queue(&queue("team", 1)).await;
-    let group = pod_group(
-        "etl",
-        "team",
-        vec![template("driver", 1, "1", "1Gi", DRIVER_POOL), template("executor", 8, "1", "2Gi", spot())],
-    );
-    env.create_pod_group(&group).await;
     let history = PodHistory::start(&env.client(), &env.namespace).await;
     let start = Instant::now();
 
@@ -583,18 +588,9 @@ async fn with_the_webhook_down_pods_arrive_ungated_and_the_extender_keeps_the_ga
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_gang_larger_than_any_node_the_pool_makes_is_reported_as_the_autoscaler_says() {
-    let env = Elastic::start("elastic-f", true, Some(AutoscalingOptions::default())).await;
-    let karpenter = env.karpenter();
-    env.control_plane.create_node(&driver_node("od-0", "2")).await;
     // The largest spot node Karpenter can make has 8 cpu (7.9 allocatable); each executor asks for 12.
-    karpenter.create_nodepool("spot", "spot", &[], 64, "20s").await;
-    env.create_queue(&queue("team", 1)).await;
-    let group = pod_group(
-        "huge",
-        "team",
-        vec![template("driver", 1, "1", "1Gi", DRIVER_POOL), template("executor", 2, "12", "8Gi", spot())],
-    );
-    env.create_pod_group(&group).await;
+    let env = Elastic::with_spark_gang("elastic-f", "huge", 2, "12", "8Gi").await;
+    let karpenter = env.karpenter();
     env.create_pod(&member("huge-driver", "huge", "driver", "1", "1Gi", DRIVER_POOL)).await;
 
     // muster asks (whether a node can be made is the autoscaler's call), and relays the autoscaler's answer.
